@@ -1,0 +1,198 @@
+"""The fixed extraction pipeline shared by every model: encode -> condition -> separate -> decode."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from usef.modules.conformer import ConformerSeparator
+from usef.modules.encoder import FeatureEncoder
+from usef.modules.stft import STFTCodec
+from usef.modules.tfgridnet import TFGridNetSeparator
+
+SEPARATORS: dict[str, Callable[..., nn.Module]] = {
+    "tfgridnet": TFGridNetSeparator,
+    "conformer": ConformerSeparator,
+}
+SPECTRAL_OUTPUTS = ("mapping", "mask")
+
+Condition = dict[str, torch.Tensor]
+
+
+def build_separator(kind: str, in_channels: int, num_bins: int, args: dict[str, Any]) -> nn.Module:
+    """Separator ``kind`` taking ``in_channels`` feature channels over ``num_bins`` bins."""
+    if kind not in SEPARATORS:
+        raise ValueError(f"unknown separator {kind!r}; choose one of {', '.join(sorted(SEPARATORS))}")
+    args = dict(args)
+    if kind == "conformer":
+        args["num_bins"] = num_bins
+    return SEPARATORS[kind](in_channels=in_channels, **args)
+
+
+def normalise(wave: torch.Tensor, lengths: Optional[torch.Tensor] = None, eps: float = 1e-8):
+    """Divide each item by its standard deviation over its valid samples.
+
+    Shape:
+        ``(B, T)`` -> ``(B, T)`` and the scale ``(B, 1)``.
+    """
+    if lengths is None:
+        std = wave.std(dim=-1, keepdim=True, unbiased=False)
+    else:
+        valid = (torch.arange(wave.shape[-1], device=wave.device)[None, :] < lengths[:, None]).to(wave.dtype)
+        count = valid.sum(-1, keepdim=True).clamp_min(1.0)
+        mean = (wave * valid).sum(-1, keepdim=True) / count
+        std = (((wave - mean) * valid).pow(2).sum(-1, keepdim=True) / count).sqrt()
+    scale = std + eps
+    return wave / scale, scale
+
+
+class TargetSpeakerExtractor(nn.Module):
+    """Base extractor: the one pipeline every model follows.
+
+    ``forward(mixture, reference)`` runs
+    ``encode -> condition -> separate -> decode``:
+
+    - **encode**: each mixture is divided by its standard deviation (restored at the end, as in
+      USEF/TF-GridNet), STFT'd to ``(B, 2, T_mix, F)`` and passed through the shared
+      :class:`~usef.modules.encoder.FeatureEncoder` to ``(B, C, T_mix, F)``.
+    - **condition** (subclass): fuses the speaker information into the features; its
+      reference-side work is done once by :meth:`prepare_condition`.
+    - **separate**: a separator maps the conditioned features to ``(B, 2, T_mix, F)``.
+    - **decode**: complex spectral mapping (the estimate *is* the output) or a complex mask on the
+      mixture spectrum, iSTFT, rescale.
+
+    Subclasses set ``self.separator`` and implement :meth:`prepare_condition` and :meth:`condition`.
+
+    Shape:
+        - mixture ``(B, T_mix)`` samples at ``sample_rate``; reference ``(B, T_ref)`` samples;
+          reference_lengths ``(B,)`` valid samples of a zero-padded batch; embedding ``(B, E)``.
+        - output ``(B, T_mix)``.
+    """
+
+    name: str = ""
+    #: references shorter than this are refused by the API (too little to identify a voice)
+    min_reference_seconds: float = 0.5
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        hop_length: int,
+        win_length: Optional[int],
+        encoder_channels: int,
+        spectral_output: str,
+    ) -> None:
+        super().__init__()
+        if spectral_output not in SPECTRAL_OUTPUTS:
+            raise ValueError(f"spectral_output must be one of {SPECTRAL_OUTPUTS}, got {spectral_output!r}")
+        self.sample_rate = int(sample_rate)
+        self.spectral_output = spectral_output
+        self.stft = STFTCodec(n_fft, hop_length, win_length)
+        self.encoder = FeatureEncoder(encoder_channels)
+        self.config: dict[str, Any] = {}
+
+    # -- the contract ---------------------------------------------------------------------
+    needs_reference: bool = True
+    embedding_dim: Optional[int] = None
+
+    @property
+    def min_reference_samples(self) -> int:
+        return int(round(self.min_reference_seconds * self.sample_rate))
+
+    def prepare_condition(
+        self,
+        reference: Optional[torch.Tensor] = None,
+        reference_lengths: Optional[torch.Tensor] = None,
+        embedding: Optional[torch.Tensor] = None,
+    ) -> Condition:
+        """Everything the model needs from the reference, computed once (reused across chunks)."""
+        raise NotImplementedError
+
+    def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """Fuse speaker information into mixture features ``(B, C, T_mix, F)``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        mixture: torch.Tensor,
+        reference: Optional[torch.Tensor] = None,
+        reference_lengths: Optional[torch.Tensor] = None,
+        embedding: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return self.extract(mixture, self.prepare_condition(reference, reference_lengths, embedding))
+
+    def extract(self, mixture: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """Run the pipeline on ``mixture (B, T_mix)`` with a prepared condition."""
+        if mixture.dim() != 2:
+            raise ValueError(f"mixture must be (B, T_mix), got shape {tuple(mixture.shape)}")
+        length = mixture.shape[-1]
+        spec, scale = self.encode(mixture)
+        # spec (B, 2, T_mix, F); features (B, C, T_mix, F)
+        features = self.encoder(spec)
+        fused = self.condition(features, condition)
+        # (B, C_sep, T_mix, F)
+        separated = self.separator(fused)
+        # (B, 2, T_mix, F)
+        return self.decode(separated, spec, length) * scale
+        # (B, T_mix)
+
+    def save_pretrained(self, directory, extra: Optional[dict[str, Any]] = None):
+        """Write ``model.safetensors`` + ``config.yaml`` into ``directory`` (see :mod:`usef.checkpoint`)."""
+        from usef.checkpoint import save_pretrained  # lazy: checkpoint builds models
+
+        return save_pretrained(self, directory, extra)
+
+    # -- the fixed stages -------------------------------------------------------------------
+    def encode(self, wave: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+        """Normalised STFT ``(B, 2, T, F)`` and the per-item scale ``(B, 1)``."""
+        normalised, scale = normalise(wave.float(), lengths)
+        return self.stft.encode(normalised), scale
+
+    def decode(self, separated: torch.Tensor, mixture_spec: torch.Tensor, length: int) -> torch.Tensor:
+        separated = separated.float()
+        if self.spectral_output == "mask":
+            # complex multiplication of the mask with the mixture spectrum
+            real = separated[:, 0] * mixture_spec[:, 0] - separated[:, 1] * mixture_spec[:, 1]
+            imag = separated[:, 0] * mixture_spec[:, 1] + separated[:, 1] * mixture_spec[:, 0]
+            separated = torch.stack((real, imag), dim=1)
+        return self.stft.decode(separated, length)
+
+    def encode_reference(self, reference: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+        """Shared-encoder features of references, each item normalised on its valid samples.
+
+        Shape:
+            ``(B, T_ref)`` samples -> features ``(B, C, T_ref, F)`` frames and their valid frame
+            counts ``(B,)``.
+        """
+        spec, _ = self.encode(reference, lengths)
+        if lengths is None:
+            frame_lengths = torch.full((reference.shape[0],), spec.shape[2], device=reference.device)
+        else:
+            frame_lengths = lengths.to(reference.device) // self.stft.hop_length + 1
+        return self.encoder(spec), frame_lengths
+
+    def per_reference(
+        self,
+        reference: torch.Tensor,
+        reference_lengths: Optional[torch.Tensor],
+        fn: Callable[[torch.Tensor, Optional[torch.Tensor]], Sequence[torch.Tensor]],
+    ) -> list[list[torch.Tensor]]:
+        """Apply ``fn`` to the batch, or item by item when the references are padded.
+
+        Padded items are run alone on their own samples, so STFT edges and normalisation
+        statistics are exactly those of the unpadded reference (batch == single). The reference
+        side is one conv layer and a few projections: the loop costs little.
+        """
+        if reference.dim() != 2:
+            raise ValueError(f"reference must be (B, T_ref), got shape {tuple(reference.shape)}")
+        batch, total = reference.shape
+        if reference_lengths is None or bool((reference_lengths == total).all()):
+            return [list(fn(reference, None))]
+        if reference_lengths.shape != (batch,):
+            raise ValueError(f"reference_lengths must be (B,) = ({batch},), got {tuple(reference_lengths.shape)}")
+        if bool((reference_lengths <= 0).any()) or bool((reference_lengths > total).any()):
+            raise ValueError(f"reference_lengths must be in 1..{total}, got {reference_lengths.tolist()}")
+        return [list(fn(reference[i : i + 1, : int(n)], None)) for i, n in enumerate(reference_lengths.tolist())]
+

@@ -1,0 +1,118 @@
+"""USEF-TSE: embedding-free conditioning by cross attention from mixture to reference frames."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch.nn import functional as F_
+
+from usef.models.base import Condition, TargetSpeakerExtractor, build_separator
+from usef.modules.cross_attention import FullBandAttention, lengths_to_padding_mask
+
+
+class UsefExtractor(TargetSpeakerExtractor):
+    """Universal Speaker Embedding Free extractor (Zeng & Li, TASLP 2025).
+
+    Mixture and reference pass through the *same* encoder; a cross multi-head attention
+    (queries: mixture frames, keys/values: reference frames) gives a target cue ``S`` for every
+    mixture frame; ``[M; S]`` (channel concatenation, as in the released USEF-TFGridNet) drives
+    the separator. No speaker embedding and no speaker-recognition model are involved.
+
+    Differences from the released code (see ``usef/modules/cross_attention.py``): a reference
+    padding mask (exact batching of references of different lengths) and F-independent
+    attention weights. Keys and values are computed once per reference
+    (:meth:`prepare_condition`) and reused for every chunk of a long mixture.
+
+    Args:
+        sample_rate: rate the model works at.
+        n_fft, hop_length, win_length: STFT.
+        encoder_channels: ``C`` of the shared encoder; the separator sees ``2C`` channels.
+        attention_heads, attention_qk_channels: CMHA heads ``L`` and query/key channels ``E``.
+        separator: ``"tfgridnet"`` or ``"conformer"``; ``separator_args`` its constructor args.
+        spectral_output: ``"mapping"`` (complex spectral mapping) or ``"mask"`` (complex mask).
+
+    Shape:
+        mixture ``(B, T_mix)``, reference ``(B, T_ref)``, reference_lengths ``(B,)`` ->
+        ``(B, T_mix)``.
+
+    Example:
+        >>> import torch
+        >>> from usef.models import build_model
+        >>> model = build_model("usef_conformer", preset="tiny").eval()
+        >>> model(torch.randn(2, 8000), torch.randn(2, 6000)).shape
+        torch.Size([2, 8000])
+    """
+
+    name = "usef"
+
+    def __init__(
+        self,
+        sample_rate: int = 8000,
+        n_fft: int = 128,
+        hop_length: int = 64,
+        win_length: Optional[int] = None,
+        encoder_channels: int = 128,
+        attention_heads: int = 4,
+        attention_qk_channels: int = 8,
+        separator: str = "tfgridnet",
+        separator_args: Optional[dict[str, Any]] = None,
+        spectral_output: str = "mapping",
+    ) -> None:
+        super().__init__(sample_rate, n_fft, hop_length, win_length, encoder_channels, spectral_output)
+        separator_args = dict(separator_args or {})
+        self.cross_attention = FullBandAttention(
+            encoder_channels, attention_heads, attention_qk_channels, residual=False
+        )
+        self.separator = build_separator(separator, 2 * encoder_channels, self.stft.num_bins, separator_args)
+        self.config = dict(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+            encoder_channels=encoder_channels, attention_heads=attention_heads,
+            attention_qk_channels=attention_qk_channels, separator=separator,
+            separator_args=separator_args, spectral_output=spectral_output,
+        )
+
+    def prepare_condition(
+        self,
+        reference: Optional[torch.Tensor] = None,
+        reference_lengths: Optional[torch.Tensor] = None,
+        embedding: Optional[torch.Tensor] = None,
+    ) -> Condition:
+        if embedding is not None:
+            raise ValueError("USEF models are embedding-free: pass reference=, not embedding=")
+        if reference is None:
+            raise ValueError("USEF models need a reference recording of the target speaker")
+
+        def keys_values(ref: torch.Tensor, lengths: Optional[torch.Tensor]):
+            features, _ = self.encode_reference(ref, lengths)
+            # (B, C, T_ref, F)
+            return self.cross_attention.project_key_value(features)
+
+        parts = self.per_reference(reference, reference_lengths, keys_values)
+        if len(parts) == 1:
+            keys, values = parts[0]
+            return {"keys": keys, "values": values}
+        frames = torch.tensor([p[0].shape[2] for p in parts], device=reference.device)
+        longest = int(frames.max())
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return F_.pad(t, (0, 0, 0, longest - t.shape[2]))
+
+        keys = torch.cat([pad(p[0]) for p in parts])
+        values = torch.cat([pad(p[1]) for p in parts])
+        # keys (B, L, T_ref, E*F), values (B, L, T_ref, (C/L)*F)
+        return {"keys": keys, "values": values, "padding_mask": lengths_to_padding_mask(frames, longest)}
+
+    def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:
+        # features (B, C, T_mix, F)
+        batch = features.shape[0]
+        keys, values = condition["keys"], condition["values"]
+        mask = condition.get("padding_mask")
+        if keys.shape[0] == 1 and batch > 1:
+            # one reference shared by several chunks of one mixture
+            keys, values = keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)
+            mask = None if mask is None else mask.expand(batch, -1)
+        cue = self.cross_attention.attend(features, keys, values, mask)
+        # (B, C, T_mix, F)
+        return torch.cat((features, cue), dim=1)
+        # (B, 2C, T_mix, F)

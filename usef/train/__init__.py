@@ -1,0 +1,1 @@
+"""Training: losses, trainer, training state and checkpoint averaging."""

@@ -1,0 +1,109 @@
+"""Training losses on waveform batches: negative SI-SDR and negative SNR.
+
+Both follow ``usef.metrics`` exactly (same ``eps`` placement), so the training
+curve and the evaluation table report the same number with opposite sign.
+Per-item ``lengths`` mask out right padding: a padded item gives the same loss
+as the unpadded one.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["neg_si_sdr", "neg_snr"]
+
+_REDUCTIONS = ("mean", "none")
+
+
+def _check(estimate: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
+    if estimate.dim() != 2:
+        raise ValueError(f"estimate must have shape (B, T), got {tuple(estimate.shape)}")
+    if estimate.shape != target.shape:
+        raise ValueError(
+            f"estimate and target must have the same shape, got {tuple(estimate.shape)} and {tuple(target.shape)}"
+        )
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _mask(estimate: torch.Tensor, lengths: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """(B, T) float mask with ones on valid samples, or None when nothing is padded."""
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths, device=estimate.device)
+    batch, time = estimate.shape
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if bool((lengths <= 0).any()) or bool((lengths > time).any()):
+        raise ValueError(f"lengths must lie in [1, {time}], got {lengths.tolist()}")
+    steps = torch.arange(time, device=estimate.device)
+    return (steps[None, :] < lengths[:, None]).to(estimate.dtype)
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    return values.mean() if reduction == "mean" else values
+
+
+def neg_si_sdr(
+    estimate: torch.Tensor,
+    target: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    zero_mean: bool = True,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Negative scale-invariant SDR in dB, averaged over the batch.
+
+    ``lengths`` gives each item's valid length; samples beyond it are ignored,
+    including when removing the mean. ``reduction="none"`` returns one value per item.
+
+    Shape:
+        estimate, target: (B, T); lengths: (B,) int64
+        returns: () for ``reduction="mean"``, (B,) for ``"none"``
+    """
+    _check(estimate, target, reduction)
+    mask = _mask(estimate, lengths)
+    if mask is not None:
+        estimate = estimate * mask
+        target = target * mask
+    if zero_mean:
+        count = mask.sum(dim=1, keepdim=True) if mask is not None else estimate.shape[1]
+        estimate = estimate - estimate.sum(dim=1, keepdim=True) / count
+        target = target - target.sum(dim=1, keepdim=True) / count
+        if mask is not None:
+            # removing the mean made the padding non-zero again
+            estimate = estimate * mask
+            target = target * mask
+    alpha = (estimate * target).sum(dim=1, keepdim=True) / ((target * target).sum(dim=1, keepdim=True) + eps)
+    projection = alpha * target
+    residual = estimate - projection
+    ratio = ((projection**2).sum(dim=1) + eps) / ((residual**2).sum(dim=1) + eps)
+    return _reduce(-10.0 * torch.log10(ratio), reduction)
+
+
+def neg_snr(
+    estimate: torch.Tensor,
+    target: torch.Tensor,
+    lengths: Optional[torch.Tensor] = None,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Negative SNR in dB, ``-10 log10(|target|^2 / |target - estimate|^2)``.
+
+    Unlike SI-SDR this penalises a wrong output level, which matters when the
+    extracted speech is played back without normalisation.
+
+    Shape:
+        estimate, target: (B, T); lengths: (B,) int64
+        returns: () for ``reduction="mean"``, (B,) for ``"none"``
+    """
+    _check(estimate, target, reduction)
+    mask = _mask(estimate, lengths)
+    error = target - estimate
+    if mask is not None:
+        error = error * mask
+        target = target * mask
+    ratio = ((target**2).sum(dim=1) + eps) / ((error**2).sum(dim=1) + eps)
+    return _reduce(-10.0 * torch.log10(ratio), reduction)
