@@ -1,3 +1,16 @@
 """usef: embedding-free target speech extraction (USEF-TSE) and its embedding twins."""
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "extract", "list_models", "load_model"]
+
+_API = {"extract", "load_model", "list_models", "Extractor"}
+
+
+def __getattr__(name: str):
+    # Lazy so that `import usef` (and `usef --version`) does not import torch.
+    if name in _API:
+        from usef import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'usef' has no attribute {name!r}")

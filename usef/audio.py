@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -25,15 +25,15 @@ import soxr
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, os.PathLike]
+PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias, py3.9)
 
 __all__ = [
-    "load_audio",
-    "write_audio",
-    "resample",
-    "validate_waveform",
-    "to_mono",
     "audio_info",
+    "load_audio",
+    "resample",
+    "to_mono",
+    "validate_waveform",
+    "write_audio",
 ]
 
 
@@ -46,7 +46,7 @@ def _check_path(path: PathLike, argument: str) -> Path:
     return path
 
 
-def audio_info(path: PathLike, argument: str = "mixture") -> Tuple[int, int]:
+def audio_info(path: PathLike, argument: str = "mixture") -> tuple[int, int]:
     """Return ``(sample_rate, frames)`` of an audio file without decoding it.
 
     Raises:
@@ -63,7 +63,7 @@ def audio_info(path: PathLike, argument: str = "mixture") -> Tuple[int, int]:
 
 def load_audio(
     path: PathLike, argument: str = "mixture", *, mono: bool = True
-) -> Tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int]:
     """Read an audio file (WAV, FLAC, OGG, MP3, ... anything libsndfile reads).
 
     Args:
@@ -138,7 +138,9 @@ def write_audio(
             logger.warning("%s: peak %.2f exceeds 1.0; clipping for 16-bit PCM", path, peak)
             data = np.clip(data, -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not mkstemp: its 0600 mode would stick to the output; os.open honours the umask.
+    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             sf.write(handle, data, int(sample_rate), format="WAV", subtype=subtype)
@@ -190,8 +192,8 @@ def _as_float32(x: np.ndarray, argument: str) -> np.ndarray:
 def validate_waveform(
     x: np.ndarray,
     argument: str,
-    sample_rate: Optional[int] = None,
-    min_seconds: Optional[float] = None,
+    sample_rate: int | None = None,
+    min_seconds: float | None = None,
     *,
     allow_silence: bool = True,
 ) -> np.ndarray:

@@ -15,22 +15,21 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
 __all__ = [
-    "WEIGHTS_FILE",
     "CONFIG_FILE",
-    "DEFAULT_16K",
     "DEFAULT_8K",
-    "pretrained_root",
-    "list_models",
-    "default_model_name",
-    "resolve_model",
-    "resolve_device",
-    "load_cached",
+    "DEFAULT_16K",
+    "WEIGHTS_FILE",
     "clear_cache",
+    "default_model_name",
+    "list_models",
+    "load_cached",
+    "pretrained_root",
+    "resolve_device",
+    "resolve_model",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -39,7 +38,7 @@ DEFAULT_16K = "usef-conformer-16k"
 DEFAULT_8K = "usef-conformer-8k"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_CACHE: Dict[Tuple[str, str, int], torch.nn.Module] = {}
+_CACHE: dict[tuple[str, str, int], torch.nn.Module] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -58,13 +57,13 @@ def pretrained_root() -> Path:
     return _PACKAGE_DIR.parent / "pretrained"
 
 
-def is_model_dir(path: Union[str, os.PathLike]) -> bool:
+def is_model_dir(path: str | os.PathLike) -> bool:
     """True if ``path`` holds ``model.safetensors`` and ``config.yaml``."""
     path = Path(path)
     return (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file()
 
 
-def list_models() -> List[str]:
+def list_models() -> list[str]:
     """Names of the bundled models (folders of :func:`pretrained_root`)."""
     root = pretrained_root()
     if not root.is_dir():
@@ -72,7 +71,7 @@ def list_models() -> List[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_model_dir(p))
 
 
-def default_model_name(sample_rate: Optional[int] = None) -> str:
+def default_model_name(sample_rate: int | None = None) -> str:
     """The bundled default for audio at ``sample_rate`` (the one place this is decided).
 
     16 kHz model for rates >= 16000 (or unknown rate) when it is installed, the
@@ -94,7 +93,7 @@ def default_model_name(sample_rate: Optional[int] = None) -> str:
 
 
 def resolve_model(
-    name_or_path: Union[str, os.PathLike] = "default", sample_rate: Optional[int] = None
+    name_or_path: str | os.PathLike = "default", sample_rate: int | None = None
 ) -> Path:
     """Turn a model argument into a model directory.
 
@@ -130,7 +129,7 @@ def resolve_model(
     )
 
 
-def resolve_device(device: Union[None, str, torch.device] = None) -> torch.device:
+def resolve_device(device: None | str | torch.device = None) -> torch.device:
     """``None`` -> CUDA when available, else CPU; strings are validated.
 
     Raises:
@@ -152,7 +151,7 @@ def resolve_device(device: Union[None, str, torch.device] = None) -> torch.devic
     return dev
 
 
-def load_cached(path: Union[str, os.PathLike], device: torch.device) -> torch.nn.Module:
+def load_cached(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
     """Load (or reuse) the model in ``path`` on ``device``, in eval mode.
 
     The cache key includes the weights' mtime so an overwritten directory is
@@ -163,7 +162,9 @@ def load_cached(path: Union[str, os.PathLike], device: torch.device) -> torch.nn
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:
-            from usef.checkpoint import load_pretrained  # model layer imported on demand
+            from usef.checkpoint import (
+                load_pretrained,  # model layer imported on demand
+            )
 
             model = load_pretrained(path, device=device)
             model.eval()

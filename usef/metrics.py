@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,13 +26,13 @@ SDR_FILTER_LENGTH = 512
 _EXTRA_HINT = "install the metrics extra: pip install usef[metrics]"
 
 __all__ = [
-    "si_sdr",
-    "si_sdr_imp",
+    "compute_metrics",
+    "pesq",
     "sdr",
     "sdr_imp",
-    "pesq",
+    "si_sdr",
+    "si_sdr_imp",
     "stoi",
-    "compute_metrics",
     "summarize",
 ]
 
@@ -45,7 +46,9 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
         # (1, T) and (T, 1) are unambiguous single-channel signals
         arr = arr.reshape(-1)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D signal of shape (T,), got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 1-D signal of shape (T,), got shape {arr.shape}"
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.all(np.isfinite(arr)):
@@ -80,7 +83,12 @@ def si_sdr(estimate: Any, target: Any, zero_mean: bool = True) -> float:
     alpha = np.dot(est, tgt) / (np.dot(tgt, tgt) + EPS)
     projection = alpha * tgt
     residual = est - projection
-    return float(10.0 * np.log10((np.dot(projection, projection) + EPS) / (np.dot(residual, residual) + EPS)))
+    return float(
+        10.0
+        * np.log10(
+            (np.dot(projection, projection) + EPS) / (np.dot(residual, residual) + EPS)
+        )
+    )
 
 
 def si_sdr_imp(estimate: Any, target: Any, mixture: Any) -> float:
@@ -92,7 +100,9 @@ def si_sdr_imp(estimate: Any, target: Any, mixture: Any) -> float:
     return si_sdr(estimate, target) - si_sdr(mixture, target)
 
 
-def _sdr_fallback(estimate: np.ndarray, target: np.ndarray, filter_length: int = SDR_FILTER_LENGTH) -> float:
+def _sdr_fallback(
+    estimate: np.ndarray, target: np.ndarray, filter_length: int = SDR_FILTER_LENGTH
+) -> float:
     """BSS-eval SDR with a ``filter_length``-tap distortion filter, without fast_bss_eval.
 
     The allowed distortion is any FIR filter of the target; its optimal taps
@@ -105,7 +115,7 @@ def _sdr_fallback(estimate: np.ndarray, target: np.ndarray, filter_length: int =
     tgt = target / (np.linalg.norm(target) + EPS)
     n = tgt.shape[0]
     # linear (not circular) correlations: pad the FFT beyond n + filter_length
-    n_fft = 1 << int(math.ceil(math.log2(n + filter_length - 1)))
+    n_fft = 1 << math.ceil(math.log2(n + filter_length - 1))
     tgt_f = np.fft.rfft(tgt, n=n_fft)
     est_f = np.fft.rfft(est, n=n_fft)
     autocorr = np.fft.irfft(np.abs(tgt_f) ** 2, n=n_fft)[:filter_length]
@@ -115,7 +125,9 @@ def _sdr_fallback(estimate: np.ndarray, target: np.ndarray, filter_length: int =
 
         taps = solve_toeplitz(autocorr, xcorr)
     except ImportError:
-        idx = np.abs(np.arange(filter_length)[:, None] - np.arange(filter_length)[None, :])
+        idx = np.abs(
+            np.arange(filter_length)[:, None] - np.arange(filter_length)[None, :]
+        )
         taps = np.linalg.solve(autocorr[idx], xcorr)
     coherence = float(np.clip(np.dot(taps, xcorr), 0.0, 1.0))
     return float(10.0 * np.log10((coherence + EPS) / (1.0 - coherence + EPS)))
@@ -139,7 +151,9 @@ def sdr(estimate: Any, target: Any) -> float:
         logger.debug("fast_bss_eval not importable; using the NumPy SDR fallback")
         return _sdr_fallback(est, tgt)
     # fast_bss_eval follows bss_eval's argument order: reference first, (C, T) arrays
-    value = fast_bss_eval.sdr(tgt[None, :], est[None, :], filter_length=SDR_FILTER_LENGTH)
+    value = fast_bss_eval.sdr(
+        tgt[None, :], est[None, :], filter_length=SDR_FILTER_LENGTH
+    )
     return float(np.asarray(value).reshape(-1)[0])
 
 
@@ -165,10 +179,16 @@ def pesq(estimate: Any, target: Any, sample_rate: int) -> float:
     try:
         import pesq as pesq_lib
     except ImportError as exc:
-        raise ImportError(f"usef.metrics.pesq needs the 'pesq' package; {_EXTRA_HINT}") from exc
+        raise ImportError(
+            f"usef.metrics.pesq needs the 'pesq' package; {_EXTRA_HINT}"
+        ) from exc
     sample_rate = int(sample_rate)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    if not np.any(tgt) or not np.any(est):
+        # pesq would divide by a zero peak before reporting "no utterance"
+        logger.warning("PESQ of a silent signal is undefined; returning nan")
+        return float("nan")
     if sample_rate == 8000:
         mode = "nb"
     else:
@@ -196,7 +216,9 @@ def stoi(estimate: Any, target: Any, sample_rate: int) -> float:
     try:
         from pystoi import stoi as stoi_fn
     except ImportError as exc:
-        raise ImportError(f"usef.metrics.stoi needs the 'pystoi' package; {_EXTRA_HINT}") from exc
+        raise ImportError(
+            f"usef.metrics.stoi needs the 'pystoi' package; {_EXTRA_HINT}"
+        ) from exc
     return float(stoi_fn(tgt, est, int(sample_rate), extended=False))
 
 
@@ -205,9 +227,9 @@ def compute_metrics(
     target: Any,
     mixture: Any,
     sample_rate: int,
-    interferer: Optional[Any] = None,
+    interferer: Any | None = None,
     with_pesq: bool = True,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """All per-item metrics in one dict (asteroid / LibriMix names).
 
     Keys: ``input_si_sdr, si_sdr, si_sdr_imp, sdr, sdr_imp, pesq, stoi``; ``pesq``
@@ -228,7 +250,7 @@ def compute_metrics(
     out_si_sdr = si_sdr(est, tgt)
     input_sdr = sdr(mix, tgt)
     out_sdr = sdr(est, tgt)
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "input_si_sdr": input_si_sdr,
         "si_sdr": out_si_sdr,
         "si_sdr_imp": out_si_sdr - input_si_sdr,
@@ -248,7 +270,7 @@ def compute_metrics(
     return result
 
 
-def summarize(values: Sequence[float], seed: int = 0) -> Dict[str, float]:
+def summarize(values: Sequence[float], seed: int = 0) -> dict[str, float]:
     """Mean, median, sample std and a 95 % confidence interval of the mean.
 
     The interval is the Student-t interval ``mean +- t(0.975, n-1) * std / sqrt(n)``
@@ -264,11 +286,25 @@ def summarize(values: Sequence[float], seed: int = 0) -> Dict[str, float]:
     n = int(arr.size)
     nan = float("nan")
     if n == 0:
-        return {"mean": nan, "median": nan, "std": nan, "n": 0, "ci95_low": nan, "ci95_high": nan}
+        return {
+            "mean": nan,
+            "median": nan,
+            "std": nan,
+            "n": 0,
+            "ci95_low": nan,
+            "ci95_high": nan,
+        }
     mean = float(arr.mean())
     median = float(np.median(arr))
     if n < 2:
-        return {"mean": mean, "median": median, "std": nan, "n": n, "ci95_low": nan, "ci95_high": nan}
+        return {
+            "mean": mean,
+            "median": median,
+            "std": nan,
+            "n": n,
+            "ci95_low": nan,
+            "ci95_high": nan,
+        }
     std = float(arr.std(ddof=1))
     try:
         from scipy.stats import t as student_t

@@ -8,8 +8,6 @@ as the unpadded one.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 __all__ = ["neg_si_sdr", "neg_snr"]
@@ -19,7 +17,9 @@ _REDUCTIONS = ("mean", "none")
 
 def _check(estimate: torch.Tensor, target: torch.Tensor, reduction: str) -> None:
     if estimate.dim() != 2:
-        raise ValueError(f"estimate must have shape (B, T), got {tuple(estimate.shape)}")
+        raise ValueError(
+            f"estimate must have shape (B, T), got {tuple(estimate.shape)}"
+        )
     if estimate.shape != target.shape:
         raise ValueError(
             f"estimate and target must have the same shape, got {tuple(estimate.shape)} and {tuple(target.shape)}"
@@ -28,14 +28,16 @@ def _check(estimate: torch.Tensor, target: torch.Tensor, reduction: str) -> None
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def _mask(estimate: torch.Tensor, lengths: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _mask(estimate: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:
     """(B, T) float mask with ones on valid samples, or None when nothing is padded."""
     if lengths is None:
         return None
     lengths = torch.as_tensor(lengths, device=estimate.device)
     batch, time = estimate.shape
     if lengths.shape != (batch,):
-        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        raise ValueError(
+            f"lengths must have shape ({batch},), got {tuple(lengths.shape)}"
+        )
     if bool((lengths <= 0).any()) or bool((lengths > time).any()):
         raise ValueError(f"lengths must lie in [1, {time}], got {lengths.tolist()}")
     steps = torch.arange(time, device=estimate.device)
@@ -49,7 +51,7 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 def neg_si_sdr(
     estimate: torch.Tensor,
     target: torch.Tensor,
-    lengths: Optional[torch.Tensor] = None,
+    lengths: torch.Tensor | None = None,
     zero_mean: bool = True,
     eps: float = 1e-8,
     reduction: str = "mean",
@@ -76,7 +78,9 @@ def neg_si_sdr(
             # removing the mean made the padding non-zero again
             estimate = estimate * mask
             target = target * mask
-    alpha = (estimate * target).sum(dim=1, keepdim=True) / ((target * target).sum(dim=1, keepdim=True) + eps)
+    alpha = (estimate * target).sum(dim=1, keepdim=True) / (
+        (target * target).sum(dim=1, keepdim=True) + eps
+    )
     projection = alpha * target
     residual = estimate - projection
     ratio = ((projection**2).sum(dim=1) + eps) / ((residual**2).sum(dim=1) + eps)
@@ -86,7 +90,7 @@ def neg_si_sdr(
 def neg_snr(
     estimate: torch.Tensor,
     target: torch.Tensor,
-    lengths: Optional[torch.Tensor] = None,
+    lengths: torch.Tensor | None = None,
     eps: float = 1e-8,
     reduction: str = "mean",
 ) -> torch.Tensor:

@@ -13,7 +13,7 @@ reproducible, resumes exactly and works with a fixed wall-clock/step budget.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -96,7 +96,7 @@ class WarmupDecay:
         self.last_step += 1
         self._apply()
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "last_step": self.last_step,
             "base_lr": self.base_lr,
@@ -106,7 +106,7 @@ class WarmupDecay:
             "min_lr": self.min_lr,
         }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the step counter; the shape of the schedule comes from the current config,
         so a resumed run may extend ``max_steps`` (the curve is then recomputed)."""
         self.last_step = int(state["last_step"])

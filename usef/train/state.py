@@ -26,8 +26,9 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,17 +41,17 @@ STATE_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 LOG_COLUMNS = (
     "step", "loss", "lr", "grad_norm", "step_time", "examples_per_s",
-    "dev_si_sdr_imp", "dev_failure_rate", "dev_loss",
+    "dev_si_sdr", "dev_si_sdr_imp", "dev_failure_rate", "dev_confusion_rate",
 )
 
 
 # --------------------------------------------------------------------------- RNG state
-def capture_rng_state() -> Dict[str, Any]:
+def capture_rng_state() -> dict[str, Any]:
     """Snapshot of the python, numpy (legacy global), torch CPU and CUDA generators,
     as tensors and primitives only."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state: Dict[str, Any] = {
+    state: dict[str, Any] = {
         "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
                    "gauss": gauss},
         "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
@@ -63,7 +64,7 @@ def capture_rng_state() -> Dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: Dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state`."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
@@ -81,7 +82,7 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def rng_scope(seed: Optional[int] = None) -> Iterator[None]:
+def rng_scope(seed: int | None = None) -> Iterator[None]:
     """Run a block with its own global RNG states and put the caller's back afterwards.
 
     The trainer seeds and restores the process-wide generators (model init, dropout and
@@ -149,7 +150,7 @@ def checkpoint_dir(exp_dir: Path) -> Path:
     return Path(exp_dir) / "checkpoints"
 
 
-def list_checkpoints(exp_dir: Path) -> List[Path]:
+def list_checkpoints(exp_dir: Path) -> list[Path]:
     """Complete ``step_<n>`` checkpoint directories of ``exp_dir``, oldest first."""
     root = checkpoint_dir(exp_dir)
     if not root.is_dir():
@@ -162,7 +163,7 @@ def list_checkpoints(exp_dir: Path) -> List[Path]:
     return [path for _, path in sorted(found)]
 
 
-def latest_checkpoint(exp_dir: Path) -> Optional[Path]:
+def latest_checkpoint(exp_dir: Path) -> Path | None:
     ckpts = list_checkpoints(exp_dir)
     return ckpts[-1] if ckpts else None
 
@@ -180,8 +181,8 @@ def save_checkpoint(
     exp_dir: Path,
     step: int,
     save_model: Callable[[Path], None],
-    train_state: Dict[str, Any],
-    meta: Dict[str, Any],
+    train_state: dict[str, Any],
+    meta: dict[str, Any],
 ) -> Path:
     """Atomically write ``EXP/checkpoints/step_<step>/``.
 
@@ -206,7 +207,7 @@ def save_checkpoint(
     return final
 
 
-def load_train_state(checkpoint: Path, map_location: Any = "cpu") -> Dict[str, Any]:
+def load_train_state(checkpoint: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load ``train_state.pt`` of a checkpoint directory (weights_only, no arbitrary pickle)."""
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
@@ -217,19 +218,19 @@ def load_train_state(checkpoint: Path, map_location: Any = "cpu") -> Dict[str, A
     return state
 
 
-def read_meta(checkpoint: Path) -> Dict[str, Any]:
+def read_meta(checkpoint: Path) -> dict[str, Any]:
     path = Path(checkpoint) / META_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def dev_score(meta: Dict[str, Any]) -> Optional[float]:
+def dev_score(meta: dict[str, Any]) -> float | None:
     """Dev SI-SDRi recorded in a checkpoint's meta, or None."""
     dev = meta.get("dev") or {}
     value = dev.get("si_sdr_imp")
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def prune_checkpoints(exp_dir: Path, keep_last: int, keep_best: int = 0) -> List[Path]:
+def prune_checkpoints(exp_dir: Path, keep_last: int, keep_best: int = 0) -> list[Path]:
     """Delete checkpoints except the newest ``keep_last`` and the ``keep_best`` best by dev
     SI-SDRi (kept so that ``usef.bin.average --best N`` still finds them). Returns removed."""
     ckpts = list_checkpoints(exp_dir)
@@ -243,7 +244,7 @@ def prune_checkpoints(exp_dir: Path, keep_last: int, keep_best: int = 0) -> List
     return removed
 
 
-def update_best(exp_dir: Path, checkpoint: Path, record: Dict[str, Any]) -> None:
+def update_best(exp_dir: Path, checkpoint: Path, record: dict[str, Any]) -> None:
     """Make ``EXP/best/`` a copy of the model files of ``checkpoint`` and write ``best.json``."""
     exp_dir = Path(exp_dir)
     tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=str(exp_dir)))
@@ -259,7 +260,7 @@ def update_best(exp_dir: Path, checkpoint: Path, record: Dict[str, Any]) -> None
     write_text_atomic(exp_dir / "best.json", json.dumps(record, indent=1, sort_keys=True))
 
 
-def read_best(exp_dir: Path) -> Optional[Dict[str, Any]]:
+def read_best(exp_dir: Path) -> dict[str, Any] | None:
     path = Path(exp_dir) / "best.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
@@ -272,7 +273,7 @@ class RunLog:
         self.jsonl = Path(exp_dir) / "log.jsonl"
         self.csv = Path(exp_dir) / "log.csv"
 
-    def records(self) -> List[Dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         if not self.jsonl.is_file():
             return []
         out = []
@@ -288,7 +289,7 @@ class RunLog:
         rows = [",".join(_csv_cell(r.get(c)) for c in LOG_COLUMNS) for r in kept]
         write_text_atomic(self.csv, "\n".join([",".join(LOG_COLUMNS), *rows]) + "\n")
 
-    def append(self, record: Dict[str, Any]) -> None:
+    def append(self, record: dict[str, Any]) -> None:
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
         with self.jsonl.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -306,3 +307,4 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Libri2Mix target speech extraction: data check -> enrollment lists -> train -> average ->
+# evaluate on test -> RESULTS.md. Every step calls `python -m usef.bin.*`; nothing here trains
+# by itself.
+#
+#   bash run.sh --librimix_root /data/Libri2Mix --conf conf/usef_tfgridnet.yaml --ngpu 4
+#   stage=2 stop_stage=3 librimix_root=/data/Libri2Mix bash run.sh
+#
+# Variables (environment or --name value): see the defaults below.
+set -euo pipefail
+
+stage=${stage:-0}                    # first stage to run
+stop_stage=${stop_stage:-5}          # last stage to run
+librimix_root=${librimix_root:-}     # folder holding wav8k/ and/or wav16k/ (LibriMix layout)
+ngpu=${ngpu:-1}                      # 0: CPU; 1: one GPU; N > 1: torchrun with N processes
+conf=${conf:-conf/usef_tfgridnet.yaml}
+exp=${exp:-}                         # default exp/<conf name>
+sample_rate=${sample_rate:-8000}     # must match the model of $conf
+mode=${mode:-min}                    # min | max
+mix_type=${mix_type:-mix_clean}      # mix_clean | mix_both | mix_single
+n_average=${n_average:-5}            # checkpoints averaged in stage 3 (best by dev SI-SDRi)
+eval_seed=${eval_seed:-0}            # seed of the test enrollment draw (fixed list, written once)
+torchrun_opts=${torchrun_opts:---standalone}  # e.g. "--nnodes 2 --node_rank 0 --rdzv_endpoint host:29500"
+train_opts=${train_opts:-}           # extra key=value overrides, e.g. "train.max_steps=1000"
+eval_opts=${eval_opts:-}             # extra usef eval flags, e.g. "--no-pesq --limit 200"
+python=${python:-python}
+
+vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed torchrun_opts train_opts eval_opts python "
+while [ $# -gt 0 ]; do
+  name=${1#--}
+  name=${name//-/_}
+  if [[ $1 != --* || $vars != *" $name "* || $# -lt 2 ]]; then
+    echo "usage: $0 [--name value ...] with name in:$vars" >&2
+    exit 2
+  fi
+  printf -v "$name" '%s' "$2"
+  shift 2
+done
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here"
+# run from a source checkout without installing
+export PYTHONPATH="$(cd ../.. && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+exp=${exp:-exp/$(basename "$conf" .yaml)}
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+for s in 0 1 2 4; do
+  if run_stage $s && [ -z "$librimix_root" ]; then
+    echo "$0: stage $s needs librimix_root (the folder holding wav8k/ or wav16k/)" >&2
+    exit 2
+  fi
+done
+device=cuda
+[ "$ngpu" -eq 0 ] && device=cpu
+data_opts=("data.root=$librimix_root" "data.sample_rate=$sample_rate" "data.mode=$mode" "data.mix_type=$mix_type"
+           "train.device=$device")
+read -r -a extra_train <<< "$train_opts"
+read -r -a extra_eval <<< "$eval_opts"
+read -r -a launcher <<< "$python"
+
+if run_stage 0; then
+  echo "stage 0: check the training data under $librimix_root"
+  "${launcher[@]}" -m usef.bin.train "$conf" "${data_opts[@]}" dev.n_items=0 "${extra_train[@]}" \
+    --exp-dir "$exp" --prepare
+fi
+
+if run_stage 1; then
+  echo "stage 1: enrollment lists (dev: $exp/dev_enrollment.csv; test: written by stage 4 with seed $eval_seed)"
+  "${launcher[@]}" -m usef.bin.train "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --prepare
+fi
+
+if run_stage 2; then
+  echo "stage 2: train $conf into $exp on $ngpu GPU(s)"
+  trainer=("${launcher[@]}")
+  if [ "$ngpu" -gt 1 ]; then
+    read -r -a dist_opts <<< "$torchrun_opts"
+    trainer+=(-m torch.distributed.run "${dist_opts[@]}" "--nproc_per_node=$ngpu")
+  fi
+  # --resume: re-running the stage continues the run exactly where it stopped
+  "${trainer[@]}" -m usef.bin.train "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
+fi
+
+model_dir=$exp/average_best$n_average
+if run_stage 3; then
+  echo "stage 3: average the $n_average best checkpoints into $model_dir"
+  "${launcher[@]}" -m usef.bin.average "$exp" --best "$n_average" --out "$model_dir"
+fi
+
+if run_stage 4; then
+  echo "stage 4: evaluate $model_dir on Libri2Mix test ($sample_rate Hz, $mode, $mix_type)"
+  "${launcher[@]}" -m usef.bin.main eval --libri2mix "$librimix_root" --subset test --sample-rate "$sample_rate" \
+    --mode "$mode" --mix-type "$mix_type" --model "$model_dir" --out-dir "$exp/eval_test" \
+    --device "$device" --seed "$eval_seed" "${extra_eval[@]}"
+fi
+
+if run_stage 5; then
+  echo "stage 5: $exp/RESULTS.md"
+  "${launcher[@]}" - "$exp/eval_test/summary.json" "$exp/RESULTS.md" "$conf" "$model_dir" <<'PY'
+import json, sys
+summary_path, out_path, conf, model = sys.argv[1:5]
+with open(summary_path, encoding="utf-8") as handle:
+    summary = json.load(handle)
+metrics = summary.get("metrics", {})
+def cell(value):
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+lines = [f"# Libri2Mix test results: {conf}", "", f"model: `{model}`", "",
+         "| metric | mean | 95 % CI | median | n |", "| --- | --- | --- | --- | --- |"]
+for name in ("si_sdr_imp", "sdr_imp", "si_sdr", "sdr", "pesq", "stoi"):
+    if name in metrics:
+        m = metrics[name]
+        lines.append(f"| {name} | {cell(m['mean'])} | [{cell(m['ci95_low'])}, {cell(m['ci95_high'])}] "
+                     f"| {cell(m['median'])} | {m['n']} |")
+for name in ("failure_rate", "confusion_rate"):
+    if summary.get(name) is not None:
+        lines.append(f"| {name} | {cell(100 * summary[name])} % | | | |")
+lines += ["", f"items: {summary.get('n_items')}, errors: {summary.get('n_failed_items')}", ""]
+with open(out_path, "w", encoding="utf-8") as handle:
+    handle.write("\n".join(lines))
+print("\n".join(lines))
+PY
+fi

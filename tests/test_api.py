@@ -1,0 +1,278 @@
+"""usef.extract / load_model / hub / audio: input kinds, rates, errors, chunking, memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import SR, build_tiny, speechlike
+
+import usef
+from usef import api, audio, hub
+from usef.api import Extractor, _chunk_starts, _most_energetic
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
+    estimate, reference = estimate.astype(np.float64), reference.astype(np.float64)
+    target = np.dot(estimate, reference) / np.dot(reference, reference) * reference
+    return float(10 * np.log10(np.sum(target**2) / np.sum((estimate - target) ** 2)))
+
+
+# -- input kinds and rates ------------------------------------------------------------------
+def test_numpy_44k_round_trip_is_near_identity(near_identity_model_dir):
+    mixture = speechlike(1.5, 44100, seed=4)
+    reference = speechlike(1.0, 44100, seed=5)
+    out = usef.extract(mixture, reference, sample_rate=44100, model=near_identity_model_dir, device="cpu")
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert out.shape == mixture.shape
+    # 44.1k -> 8k -> model ~ identity -> 44.1k: content below 3.5 kHz survives, aligned in time
+    assert si_sdr(out, mixture) > 15.0
+
+
+def test_tensor_in_tensor_out_same_dtype_and_length(tiny_model_dir):
+    mixture = torch.from_numpy(speechlike(1.3, 44100, seed=6)).double()
+    reference = torch.from_numpy(speechlike(0.8, 44100, seed=7))
+    out = usef.extract(mixture, reference, sample_rate=44100, model=tiny_model_dir, device="cpu")
+    assert isinstance(out, torch.Tensor)
+    assert out.dtype == torch.float64 and out.device == mixture.device
+    assert out.shape == mixture.shape and torch.isfinite(out).all()
+
+
+def test_paths_carry_their_own_rates(tmp_path, tiny_model_dir):
+    mix_path, ref_path = tmp_path / "mix.wav", tmp_path / "ref.flac"
+    sf.write(mix_path, speechlike(1.2, 16000, seed=8), 16000)
+    sf.write(ref_path, speechlike(1.0, 22050, seed=9), 22050)
+    out = usef.extract(str(mix_path), ref_path, model=tiny_model_dir, device="cpu")
+    assert isinstance(out, np.ndarray) and out.shape == (int(1.2 * 16000),)
+
+
+def test_list_in_list_out_matches_single_calls(tiny_model_dir, signals):
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    mixtures = [signals["mixture"], signals["mixture"][::-1].copy(), signals["mixture"][:12000]]
+    references = [signals["reference"], signals["reference"][:6000], signals["reference"]]
+    batch = extractor.extract(mixtures, references, sample_rate=SR)
+    assert isinstance(batch, list) and len(batch) == 3
+    for mixture, reference, out in zip(mixtures, references, batch):
+        single = extractor.extract(mixture, reference, sample_rate=SR)
+        assert out.shape == mixture.shape
+        np.testing.assert_allclose(out, single, atol=1e-4)
+
+
+def test_stereo_channels_first_is_averaged(tiny_model_dir, signals):
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    left, right = signals["mixture"], signals["target"]
+    stereo = extractor.extract(np.stack([left, right]), signals["reference"], sample_rate=SR)
+    mono = extractor.extract((left + right) / 2, signals["reference"], sample_rate=SR)
+    np.testing.assert_allclose(stereo, mono, atol=1e-5)
+
+
+def test_silent_mixture_gives_silence_and_clipped_input_is_finite(tiny_model_dir, signals):
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    silent = extractor.extract(np.zeros(SR, np.float32), signals["reference"], sample_rate=SR)
+    assert silent.shape == (SR,) and not np.any(silent)
+    clipped = np.clip(signals["mixture"] * 20, -1.0, 1.0)
+    out = extractor.extract(clipped, signals["reference"], sample_rate=SR)
+    assert np.isfinite(out).all() and np.any(out)
+
+
+# -- bad inputs ------------------------------------------------------------------------------
+def _bad_cases(tmp_path):
+    good = speechlike(1.0, SR)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00 definitely not audio" * 10)
+    nan = good.copy()
+    nan[10] = np.nan
+    inf = good.copy()
+    inf[20] = np.inf
+    return {
+        "empty mixture": ({"mixture": np.zeros(0, np.float32)}, ValueError, "mixture"),
+        "nan mixture": ({"mixture": nan}, ValueError, "mixture"),
+        "inf reference": ({"reference": inf}, ValueError, "reference"),
+        "missing file": ({"mixture": str(tmp_path / "nope.wav")}, FileNotFoundError, "mixture"),
+        "corrupt file": ({"reference": corrupt}, ValueError, "reference"),
+        "no sample_rate": ({"sample_rate": None}, ValueError, "sample_rate"),
+        "3-D array": ({"mixture": good.reshape(1, 1, -1)}, ValueError, "mixture"),
+        "(T, C) layout": ({"mixture": np.stack([good, good], axis=1)}, ValueError, "(C, T)"),
+        "short reference": ({"reference": good[: SR // 10]}, ValueError, "0.500 s"),
+        "silent reference": ({"reference": np.zeros(SR, np.float32)}, ValueError, "reference"),
+        "no reference": ({"reference": None}, ValueError, "reference"),
+        "not audio type": ({"mixture": [0.1, 0.2]}, TypeError, "mixture"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "empty mixture", "nan mixture", "inf reference", "missing file", "corrupt file",
+    "no sample_rate", "3-D array", "(T, C) layout", "short reference", "silent reference",
+    "no reference", "not audio type",
+])
+def test_bad_inputs_name_the_argument(case, tmp_path, tiny_model_dir):
+    changes, error, fragment = _bad_cases(tmp_path)[case]
+    kwargs = {"mixture": speechlike(1.0, SR), "reference": speechlike(1.0, SR, seed=3), "sample_rate": SR}
+    kwargs.update(changes)
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    with pytest.raises(error) as info:
+        if case == "not audio type":  # a list is a batch; its element has the wrong type
+            kwargs["mixture"] = [kwargs["mixture"]]
+            kwargs["reference"] = [kwargs["reference"]]
+        extractor.extract(kwargs.pop("mixture"), kwargs.pop("reference"), **kwargs)
+    assert fragment in str(info.value)
+
+
+def test_nan_model_output_is_replaced_and_logged(caplog, signals):
+    model = build_tiny(identity="exact")
+    with torch.no_grad():
+        model.separator.output.bias.fill_(float("nan"))
+    with caplog.at_level(logging.WARNING, logger="usef.api"):
+        out = Extractor(model).extract(signals["mixture"], signals["reference"], sample_rate=SR)
+    assert np.isfinite(out).all() and not np.any(out)
+    assert "NaN" in caplog.text
+
+
+# -- embedding models ------------------------------------------------------------------------
+def test_embedding_model_accepts_array_tensor_and_npy(tmp_path, embedding_model_dir, signals):
+    extractor = usef.load_model(embedding_model_dir, device="cpu")
+    vector = np.random.default_rng(0).standard_normal(extractor.model.embedding_dim).astype(np.float32)
+    np.save(tmp_path / "spk.npy", vector)
+    from_array = extractor.extract(signals["mixture"], embedding=vector, sample_rate=SR)
+    from_tensor = extractor.extract(signals["mixture"], embedding=torch.from_numpy(vector[None]), sample_rate=SR)
+    from_file = extractor.extract(signals["mixture"], embedding=tmp_path / "spk.npy", sample_rate=SR)
+    np.testing.assert_allclose(from_array, from_tensor, atol=1e-6)
+    np.testing.assert_allclose(from_array, from_file, atol=1e-6)
+    with pytest.raises(ValueError, match="embedding"):
+        extractor.extract(signals["mixture"], embedding=vector[:-1], sample_rate=SR)
+
+
+def test_reference_model_refuses_embedding(tiny_model_dir, signals):
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="embedding"):
+        extractor.extract(signals["mixture"], embedding=np.ones(8, np.float32), sample_rate=SR)
+
+
+# -- long audio --------------------------------------------------------------------------------
+def test_chunk_starts_cover_the_signal_with_bounded_overlap():
+    for total, chunk, overlap in [(1000, 300, 75), (1001, 300, 150), (601, 300, 0), (5000, 700, 175)]:
+        starts = _chunk_starts(total, chunk, overlap)
+        assert starts[0] == 0 and starts[-1] + chunk == total
+        for k in range(1, len(starts)):
+            assert starts[k - 1] < starts[k] <= starts[k - 1] + chunk - overlap
+
+
+def test_chunked_overlap_add_is_exact_for_a_context_free_model(signals):
+    extractor = Extractor(build_tiny(identity="exact"), chunk_seconds=3.0, batch_size=3)
+    mixture = np.tile(signals["mixture"], 8)[: int(15.3 * SR)]
+    for overlap in (0.0, 0.25, 0.5):
+        extractor.overlap = overlap
+        out = extractor.extract(mixture, signals["reference"], sample_rate=SR)
+        np.testing.assert_allclose(out, mixture, atol=1e-5)
+
+
+def test_chunked_matches_whole_on_60_seconds(near_identity_model_dir):
+    extractor = usef.load_model(near_identity_model_dir, device="cpu")
+    target = np.concatenate([speechlike(6.0, SR, seed=s) for s in range(10)])
+    mixture = target + 0.5 * np.concatenate([speechlike(6.0, SR, seed=50 + s, f0=220) for s in range(10)])
+    reference = speechlike(2.0, SR, seed=99)
+    whole = extractor.extract(mixture, reference, sample_rate=SR, chunk_seconds=61.0)
+    chunked = extractor.extract(mixture, reference, sample_rate=SR, chunk_seconds=8.0)
+    assert chunked.shape == whole.shape == mixture.shape
+    assert si_sdr(chunked, whole) > 25.0
+    assert abs(si_sdr(chunked, target) - si_sdr(whole, target)) < 0.5
+
+
+def test_most_energetic_window_is_kept():
+    quiet = 0.01 * speechlike(40.0, SR, seed=1)
+    quiet[int(25 * SR) : int(27 * SR)] *= 100.0  # a loud burst at 25-27 s
+    cropped = _most_energetic(quiet, SR, 10.0)
+    assert cropped.shape == (10 * SR,)
+    assert np.max(np.abs(cropped)) == pytest.approx(np.max(np.abs(quiet)))
+
+
+def test_one_hour_mixture_stays_under_2_gb(tmp_path):
+    # A stub that honours the contract keeps this about the API's memory, not the model's speed.
+    script = textwrap.dedent(
+        """
+        import resource, sys, numpy as np, torch
+        sys.path.insert(0, sys.argv[1])
+        from usef.api import Extractor
+
+        class Stub(torch.nn.Module):
+            sample_rate, min_reference_samples, embedding_dim, name = 8000, 4000, None, "stub"
+            def __init__(self):
+                super().__init__()
+                self.gain = torch.nn.Parameter(torch.tensor(0.5))
+            def prepare_condition(self, reference=None, reference_lengths=None, embedding=None):
+                return {"scale": self.gain * reference.abs().max() / reference.abs().max()}
+            def extract(self, mixture, condition):
+                return mixture * condition["scale"]
+
+        rng = np.random.default_rng(0)
+        mixture = rng.standard_normal(3600 * 8000, dtype=np.float32) * 0.1
+        reference = rng.standard_normal(120 * 8000, dtype=np.float32) * 0.1
+        out = Extractor(Stub()).extract(mixture, reference, sample_rate=8000)
+        assert out.shape == mixture.shape and np.allclose(out[::1000], 0.5 * mixture[::1000])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(REPO)], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) < 2048
+
+
+# -- hub and load_model ----------------------------------------------------------------------
+def test_default_model_depends_on_rate_and_errors_clearly(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.setenv("USEF_PRETRAINED_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="no bundled default model is installed yet"):
+        hub.resolve_model("default", 16000)
+    for name in (hub.DEFAULT_8K, hub.DEFAULT_16K):
+        (tmp_path / name).mkdir()
+        for file in ("model.safetensors", "config.yaml"):
+            (tmp_path / name / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    assert usef.list_models() == sorted([hub.DEFAULT_8K, hub.DEFAULT_16K])
+    assert hub.default_model_name(8000) == hub.DEFAULT_8K
+    assert hub.default_model_name(44100) == hub.DEFAULT_16K
+    assert hub.resolve_model("default", 8000) == (tmp_path / hub.DEFAULT_8K).resolve()
+    with pytest.raises(ValueError, match=hub.DEFAULT_16K):
+        hub.resolve_model("no-such-model")
+    assert usef.load_model(hub.DEFAULT_8K, device="cpu").name == hub.DEFAULT_8K
+
+
+def test_load_model_caches_weights_and_extracts_repeatedly(tiny_model_dir, signals):
+    first = usef.load_model(tiny_model_dir, device="cpu")
+    second = usef.load_model(str(tiny_model_dir), device="cpu")
+    assert first.model is second.model and first.sample_rate == SR
+    a = usef.extract(signals["mixture"], signals["reference"], sample_rate=SR, model=first)
+    b = first.extract(signals["mixture"], signals["reference"], sample_rate=SR)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="lacks"):
+        usef.load_model(Path(tiny_model_dir).parent, device="cpu")
+
+
+# -- audio helpers -----------------------------------------------------------------------------
+def test_write_audio_is_atomic_and_round_trips(tmp_path):
+    wave = speechlike(0.5, SR)
+    path = audio.write_audio(tmp_path / "sub" / "x.wav", wave, SR)
+    back, rate = audio.load_audio(path)
+    assert rate == SR and np.max(np.abs(back - wave)) < 1e-4
+    assert [p.name for p in path.parent.iterdir()] == ["x.wav"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    audio.write_audio(path, np.stack([wave, -wave]), SR, float_wav=True)
+    assert sf.info(path).subtype == "FLOAT" and sf.info(path).channels == 2
+    mono, _ = audio.load_audio(path)
+    np.testing.assert_allclose(mono, 0.0, atol=1e-7)  # (x + -x) / 2
+
+
+def test_resample_length_and_api_exports():
+    assert audio.resample(np.zeros(44100, np.float32), 44100, 8000).shape == (8000,)
+    assert set(usef.__all__) >= {"extract", "load_model", "list_models", "__version__"}
+    assert usef.extract is api.extract

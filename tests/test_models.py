@@ -1,0 +1,166 @@
+"""Extractors: the pipeline contract, registry, batching, gradients, checkpoints."""
+
+import pytest
+import torch
+
+from usef.checkpoint import CheckpointError, load_pretrained
+from usef.models import MODELS, build_model, list_models, model_arguments
+
+NAMES = list_models()
+
+
+def _inputs(model, batch=2, seconds=0.5, ref_seconds=0.4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sr = model.sample_rate
+    mixture = torch.randn(batch, int(seconds * sr), generator=g)
+    reference = torch.randn(batch, int(ref_seconds * sr), generator=g)
+    kwargs = {}
+    if not model.needs_reference:
+        kwargs["embedding"] = torch.randn(batch, model.embedding_dim, generator=g)
+        reference = None
+    return mixture, reference, kwargs
+
+
+def test_registry_has_required_models():
+    assert {"usef_tfgridnet", "usef_conformer", "embedding_tfgridnet", "embedding_conformer"} <= set(MODELS)
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ValueError, match="usef_conformer"):
+        build_model("nope")
+
+
+def test_unknown_argument_and_preset():
+    with pytest.raises(ValueError, match="does not take"):
+        build_model("usef_conformer", preset="tiny", colour="red")
+    with pytest.raises(ValueError, match="no preset"):
+        build_model("usef_conformer", preset="huge")
+
+
+def test_overrides_merge_separator_args():
+    args = model_arguments("usef_conformer", separator_args={"num_layers": 2})
+    assert args["separator_args"]["num_layers"] == 2 and args["separator_args"]["dim"] == 192
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_builders_and_sizes(name):
+    model = build_model(name)
+    assert model.sample_rate in (8000, 16000)
+    params = sum(p.numel() for p in model.parameters())
+    if name == "usef_tfgridnet":
+        # released USEF-TFGridNet: 15.64 M (USEF_FACTS.md §1.1, computed from the config)
+        assert abs(params - 15.64e6) / 15.64e6 < 0.05
+    if name == "usef_conformer":
+        assert params <= 5e6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shape(name):
+    model = build_model(name, preset="tiny").eval()
+    mixture, reference, kwargs = _inputs(model)
+    with torch.no_grad():
+        out = model(mixture, reference, **kwargs)
+    assert out.shape == mixture.shape
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if MODELS[n].cls.__name__ == "UsefExtractor" or "embedding_" in n])
+def test_batch_equals_single_with_mixed_reference_lengths(name):
+    torch.manual_seed(0)
+    model = build_model(name, preset="tiny").eval()
+    sr = model.sample_rate
+    mixture = torch.randn(3, sr // 2)
+    lengths = torch.tensor([sr // 2, sr // 3, sr // 4])
+    reference = torch.randn(3, int(lengths.max()))
+    for i, n in enumerate(lengths.tolist()):
+        reference[i, n:] = 0.0
+    with torch.no_grad():
+        batched = model(mixture, reference, reference_lengths=lengths)
+        for i, n in enumerate(lengths.tolist()):
+            single = model(mixture[i : i + 1], reference[i : i + 1, :n])
+            assert torch.allclose(batched[i : i + 1], single, atol=1e-4), (name, i)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_condition_is_reusable_across_chunks(name):
+    model = build_model(name, preset="tiny").eval()
+    mixture, reference, kwargs = _inputs(model, batch=1)
+    with torch.no_grad():
+        condition = model.prepare_condition(reference, embedding=kwargs.get("embedding"))
+        whole = model.extract(mixture, condition)
+        chunks = torch.cat((mixture, mixture.flip(-1)))  # a batch of two chunks, one condition
+        out = model.extract(chunks, condition)
+    assert torch.allclose(out[:1], whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = build_model(name, preset="tiny").train()
+    mixture, reference, kwargs = _inputs(model)
+    model(mixture, reference, **kwargs).pow(2).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing
+
+
+def test_reference_path_gets_gradient_through_the_reference():
+    """Through both paths: the output depends on the reference signal itself."""
+    model = build_model("usef_conformer", preset="tiny")
+    mixture, reference, _ = _inputs(model)
+    reference.requires_grad_(True)
+    mixture.requires_grad_(True)
+    model(mixture, reference).pow(2).mean().backward()
+    assert reference.grad.abs().sum() > 0 and mixture.grad.abs().sum() > 0
+
+
+def test_silent_mixture_gives_silence():
+    model = build_model("usef_conformer", preset="tiny").eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 4000), torch.randn(1, 4000))
+    assert torch.isfinite(out).all() and out.abs().max() < 1e-6
+
+
+def test_wrong_inputs_raise():
+    model = build_model("usef_conformer", preset="tiny").eval()
+    with pytest.raises(ValueError, match="reference"):
+        model(torch.randn(1, 4000))
+    with pytest.raises(ValueError, match="embedding-free"):
+        model(torch.randn(1, 4000), torch.randn(1, 4000), embedding=torch.randn(1, 8))
+    with pytest.raises(ValueError, match=r"\(B, T_mix\)"):
+        model(torch.randn(4000), torch.randn(1, 4000))
+    dvector = build_model("dvector_conformer", preset="tiny")
+    with pytest.raises(ValueError, match="pre-computed 256-d"):
+        dvector(torch.randn(1, 4000), torch.randn(1, 4000))
+    with pytest.raises(ValueError, match=r"\(B, 256\)"):
+        dvector(torch.randn(1, 4000), embedding=torch.randn(1, 12))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_round_trip(tmp_path, name):
+    model = build_model(name, preset="tiny").eval()
+    mixture, reference, kwargs = _inputs(model, batch=1)
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.name == name and loaded.sample_rate == model.sample_rate
+    with torch.no_grad():
+        assert torch.equal(model(mixture, reference, **kwargs), loaded(mixture, reference, **kwargs))
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    model = build_model("usef_conformer", preset="tiny")
+    directory = model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="missing_dir"):
+        load_pretrained(tmp_path / "missing_dir")
+    (directory / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_pretrained(directory)
+    build_model("usef_conformer", preset="tiny", encoder_channels=6).save_pretrained(tmp_path / "other")
+    (directory / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_pretrained(directory)
+    (directory / "config.yaml").write_text("model: [unclosed")
+    with pytest.raises(CheckpointError, match="config.yaml"):
+        load_pretrained(directory)
+    (directory / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        load_pretrained(directory)

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Speed and memory of every registered model (numbers for the README, not tests).
+
+For each model at its default config: parameters, forward time and real-time factor (RTF =
+processing time / audio duration) for a 10 s mixture with a 4 s reference on CPU with 1 and 2
+threads, and peak resident memory of the process; the same on CUDA (fp32 and bf16 autocast)
+when a GPU is present. ``--long`` also extracts a 1-hour 8 kHz mixture through ``usef.extract``
+(chunked) and reports its peak RSS and RTF. Every measurement runs in a fresh subprocess so the
+peak-memory figures do not mix.
+
+    python tools/benchmark.py --json benchmark.json
+    python tools/benchmark.py --models usef_conformer --long
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_forward(name: str, device: str, threads: int, dtype: str, repeats: int,
+                    mixture_seconds: float, reference_seconds: float) -> dict:
+    import torch
+
+    from usef.models import build_model
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    model = build_model(name).eval().to(device)
+    sr = model.sample_rate
+    generator = torch.Generator().manual_seed(0)
+    mixture = torch.randn(1, int(mixture_seconds * sr), generator=generator).to(device)
+    reference = torch.randn(1, int(reference_seconds * sr), generator=generator).to(device)
+    kwargs = {}
+    if not model.needs_reference:
+        kwargs["embedding"] = torch.randn(1, model.embedding_dim, generator=generator).to(device)
+        reference = None
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=dtype == "bf16")
+    base_rss = _peak_rss_mb()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    with torch.inference_mode(), autocast:
+        model(mixture, reference, **kwargs)  # warm-up
+        for _ in range(repeats):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(mixture, reference, **kwargs)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]
+    result = {
+        "model": name, "device": device, "threads": threads, "dtype": dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": seconds, "rtf": seconds / mixture_seconds,
+        "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss,
+    }
+    if device.startswith("cuda"):
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def measure_long(model: str, hours: float, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    import usef
+
+    torch.set_num_threads(threads)
+    sr = 8000
+    rng = np.random.default_rng(0)
+    mixture = (0.1 * rng.standard_normal(int(hours * 3600 * sr))).astype(np.float32)
+    reference = (0.1 * rng.standard_normal(4 * sr)).astype(np.float32)
+    extractor = usef.load_model(model, sample_rate=sr)
+    start = time.perf_counter()
+    estimate = extractor.extract(mixture, reference, sample_rate=sr)
+    seconds = time.perf_counter() - start
+    assert estimate.shape == mixture.shape
+    return {"model": extractor.name, "audio_hours": hours, "threads": threads, "seconds": seconds,
+            "rtf": seconds / (hours * 3600), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", help="registry names (default: all)")
+    parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mixture-seconds", type=float, default=10.0)
+    parser.add_argument("--reference-seconds", type=float, default=4.0)
+    parser.add_argument("--long", action="store_true", help="also the 1-hour chunked extraction")
+    parser.add_argument("--long-model", default="default")
+    parser.add_argument("--long-hours", type=float, default=1.0)
+    parser.add_argument("--json", help="write all results to this file")
+    parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child is not None:
+        kind, *rest = args.child
+        if kind == "forward":
+            name, device, threads, dtype, repeats, mix_s, ref_s = rest
+            result = measure_forward(name, device, int(threads), dtype, int(repeats), float(mix_s), float(ref_s))
+        else:
+            model, hours, threads = rest
+            result = measure_long(model, float(hours), int(threads))
+        print(json.dumps(result))
+        return 0
+
+    from usef.models import list_models
+
+    import torch
+
+    names = args.models or list_models()
+    results = []
+    configs = [("cpu", t, "fp32") for t in args.threads]
+    if torch.cuda.is_available():
+        configs += [("cuda", 0, "fp32"), ("cuda", 0, "bf16")]
+    print(f"{'model':22s} {'device':6s} {'thr':>3s} {'dtype':5s} {'params':>8s} {'time s':>8s} {'RTF':>7s} {'peak MB':>8s}")
+    for name in names:
+        for device, threads, dtype in configs:
+            result = _run_child(["forward", name, device, str(threads or 1), dtype, str(args.repeats),
+                                 str(args.mixture_seconds), str(args.reference_seconds)])
+            result.update(model=name, device=device, threads=threads, dtype=dtype)
+            results.append(result)
+            if "error" in result:
+                print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} error: {result['error']}")
+                continue
+            peak = result.get("peak_cuda_mb", result["peak_rss_mb"])
+            print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} {result['parameters'] / 1e6:7.2f}M "
+                  f"{result['seconds']:8.3f} {result['rtf']:7.4f} {peak:8.0f}")
+    if args.long:
+        for threads in args.threads:
+            result = _run_child(["long", args.long_model, str(args.long_hours), str(threads)])
+            results.append({"long": True, **result})
+            print(f"1-hour extraction ({args.long_model}, {threads} thr): {result}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"torch": torch.__version__, "cpu_count": os.cpu_count(), "results": results}, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One prepared GPU command: trains the bundled USEF-Conformer and its equal-budget joint-embedding
+# twin side by side on one GPU (same data, steps, batch, optimizer, seed), then copies the best
+# weights and the logs to $OUT. Needs only torch, numpy, pyyaml, safetensors, einops, tqdm there.
+#   packs/all8k.npz: python tools/make_pack.py --speech ../shared/data/speech/manifest.csv \
+#       ../shared/data/speech_extra/manifest.csv --noise ../shared/data/noise/manifest.csv --out packs/all8k.npz
+# Usage (device tool, carry packs): OUT=/some/dir MINUTES=7.3 bash tools/gpu_train_bundled.sh
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA:-}; mkdir -p "$OUT" exp
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+confs="usef:egs/speakers/conf/bundled_usef_conformer_8k.yaml emb:egs/speakers/conf/bundled_embedding_conformer_8k.yaml"
+
+# 1) pilot: both runs together for a few steps to measure the step time they get side by side
+for pair in $confs; do
+  tag=${pair%%:*}; conf=${pair#*:}
+  python3 -m usef.bin.train "$conf" --exp-dir exp/pilot_$tag --quiet train.max_steps=$PILOT_STEPS train.log_every=5 \
+    train.dev_every=0 dev.n_items=0 train.max_minutes=1.0 $EXTRA > "exp/pilot_$tag.log" 2>&1 &
+done
+wait
+steps=$(python3 - "$MINUTES" <<'PY'
+import json, sys
+times = []
+for tag in ("usef", "emb"):
+    rows = [json.loads(l) for l in open(f"exp/pilot_{tag}/log.jsonl") if '"step_time"' in l]
+    times += [r["step_time"] for r in rows[2:]] or [r["step_time"] for r in rows]
+step = max(sorted(times)[len(times) // 2], 1e-3)
+budget = float(sys.argv[1]) * 60 * 0.93  # dev evaluations and checkpoints take the rest
+print(max(500, int(budget / step) // 100 * 100))
+PY
+)
+echo "pilot step time -> max_steps=$steps for $MINUTES min"
+
+# 2) the real runs, equal budgets, concurrently
+for pair in $confs; do
+  tag=${pair%%:*}; conf=${pair#*:}
+  python3 -m usef.bin.train "$conf" --exp-dir exp/$tag --quiet train.max_steps=$steps \
+    train.max_minutes=$MINUTES $EXTRA > "exp/train_$tag.log" 2>&1 &
+done
+wait
+for tag in usef emb; do
+  if [ ! -f exp/$tag/best/model.safetensors ]; then  # no dev score yet: keep the latest weights
+    last=$(ls -d exp/$tag/checkpoints/step_* | sort -t_ -k2 -n | tail -1); mkdir -p exp/$tag/best
+    cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/best/
+  fi
+  cp exp/$tag/best/model.safetensors "$OUT/${tag}_model.safetensors"
+  cp exp/$tag/best/config.yaml "$OUT/${tag}_config.yaml"
+  cp exp/$tag/log.jsonl "$OUT/${tag}_log.jsonl"
+  grep -v "^ *$" "exp/train_$tag.log" | tail -4; tail -2 "exp/pilot_$tag.log"
+done
+ls -la "$OUT"

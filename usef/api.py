@@ -1,0 +1,401 @@
+"""Target speech extraction for users: ``usef.extract`` and ``usef.load_model``.
+
+Inputs are coerced to mono float32 (channels averaged) at the model's rate (soxr), checked, run
+through the model under ``torch.inference_mode()``; the estimate is resampled back to the mixture's
+rate, cropped/padded to exactly the mixture's length and returned as the mixture's kind (NumPy for
+arrays and paths, a tensor on the input's device and dtype for tensors).
+
+Long mixtures (longer than ``chunk_seconds``, default 20 s) are cut into chunks of that length
+overlapping by ``overlap`` (a fraction of a chunk, default 25%). Over each overlap the earlier chunk
+fades out and the later one fades in with complementary raised-cosine (sin^2 / cos^2) weights that
+sum to one, so estimates are added straight into the output array (no normalisation buffer). The
+last chunk is aligned to the end of the mixture so every chunk has full context. The reference is
+encoded once (``model.prepare_condition``) and reused; chunks run ``batch_size`` at a time, so
+memory is the output array plus one chunk batch. References longer than ``max_reference_seconds``
+(default 30 s) are cropped to their most energetic window of that length.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from usef import audio, hub
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Extractor", "extract", "list_models", "load_model"]
+
+DEFAULT_CHUNK_SECONDS = 20.0
+DEFAULT_OVERLAP = 0.25
+DEFAULT_MAX_REFERENCE_SECONDS = 30.0
+DEFAULT_BATCH_SIZE = 4
+# torch.stft(center=True) needs more than n_fft/2 samples; shorter mixtures are zero-padded.
+_MIN_MIXTURE_SECONDS = 0.1
+
+AudioInput = Union[str, os.PathLike, np.ndarray, torch.Tensor]  # noqa: UP007 (runtime alias, py3.9)
+list_models = hub.list_models
+
+
+@dataclass
+class _Signal:
+    wave: np.ndarray  # (T,) float32, mono, at `rate`
+    rate: int
+    length: int  # samples of the caller's input (the output length)
+    tensor_like: torch.Tensor | None = None  # set when the caller passed a tensor
+
+
+def _is_path(x: Any) -> bool:
+    return isinstance(x, (str, os.PathLike))
+
+
+def _coerce(x: Any, argument: str, sample_rate: int | None) -> tuple[np.ndarray, int, torch.Tensor | None]:
+    """Path/array/tensor -> (raw array, rate, original tensor or None)."""
+    if _is_path(x):
+        wave, rate = audio.load_audio(x, argument)
+        return wave, rate, None
+    tensor = None
+    if isinstance(x, torch.Tensor):
+        tensor = x
+        x = x.detach().to("cpu")
+        x = (x.float() if x.is_floating_point() else x).numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{argument}: expected a file path, NumPy array or torch tensor, got {type(x).__name__}")
+    if sample_rate is None:
+        raise ValueError(f"{argument}: sample_rate= is required for arrays and tensors")
+    if int(sample_rate) <= 0:
+        raise ValueError(f"sample_rate: must be a positive integer, got {sample_rate}")
+    return x, int(sample_rate), tensor
+
+
+def _most_energetic(wave: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    """Crop to the ``seconds``-long window with the largest energy (10 ms resolution)."""
+    window = round(seconds * rate)
+    if wave.shape[0] <= window:
+        return wave
+    hop = max(1, rate // 100)
+    frames = wave[: wave.shape[0] // hop * hop].reshape(-1, hop)
+    energy = np.einsum("ij,ij->i", frames, frames).astype(np.float64)
+    span = max(1, window // hop)
+    csum = np.concatenate(([0.0], np.cumsum(energy)))
+    totals = csum[span:] - csum[:-span]
+    start = min(int(np.argmax(totals)) * hop, wave.shape[0] - window)
+    return wave[start : start + window]
+
+
+def _fit_length(wave: np.ndarray, length: int) -> np.ndarray:
+    if wave.shape[0] >= length:
+        return wave[:length]
+    return np.pad(wave, (0, length - wave.shape[0]))
+
+
+def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
+    starts = [0]
+    while starts[-1] + chunk < total:
+        starts.append(min(starts[-1] + chunk - overlap, total - chunk))
+    return starts
+
+
+class Extractor:
+    """A loaded model that extracts repeatedly without reloading.
+
+    Args:
+        model: a ``TargetSpeakerExtractor`` (see docs/architecture.md).
+        name: display name (the model folder name for loaded models).
+        device: move the model there; default: where its parameters are.
+        chunk_seconds: mixtures longer than this are processed in chunks.
+        overlap: overlap of consecutive chunks as a fraction of a chunk, in [0, 0.5].
+        max_reference_seconds: longer references are cropped to their most energetic window.
+        batch_size: chunks (or equal-length mixtures of a list) per forward pass.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        name: str | None = None,
+        device: None | str | torch.device = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        overlap: float = DEFAULT_OVERLAP,
+        max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if not 0.0 <= overlap <= 0.5:
+            raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
+        if chunk_seconds <= 0 or max_reference_seconds <= 0 or batch_size < 1:
+            raise ValueError("chunk_seconds, max_reference_seconds and batch_size must be positive")
+        if device is not None:
+            model = model.to(hub.resolve_device(device))
+        self.model = model.eval()
+        self.name = name or getattr(model, "name", "") or type(model).__name__
+        self.sample_rate = int(model.sample_rate)
+        self.chunk_seconds = float(chunk_seconds)
+        self.overlap = float(overlap)
+        self.max_reference_seconds = float(max_reference_seconds)
+        self.batch_size = int(batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        param = next(self.model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return f"Extractor(name={self.name!r}, sample_rate={self.sample_rate}, device={self.device})"
+
+    # -- input preparation ---------------------------------------------------------------
+    def _mixture(self, x: AudioInput, sample_rate: int | None) -> _Signal:
+        raw, rate, tensor = _coerce(x, "mixture", sample_rate)
+        wave = audio.validate_waveform(raw, "mixture", rate)
+        length = wave.shape[0]
+        return _Signal(audio.resample(wave, rate, self.sample_rate), rate, length, tensor)
+
+    def _reference(self, x: AudioInput, sample_rate: int | None) -> np.ndarray:
+        raw, rate, _ = _coerce(x, "reference", sample_rate)
+        min_samples = int(getattr(self.model, "min_reference_samples", 0))
+        wave = audio.validate_waveform(raw, "reference", rate, min_samples / self.sample_rate, allow_silence=False)
+        wave = _most_energetic(wave, rate, self.max_reference_seconds)
+        wave = audio.resample(wave, rate, self.sample_rate)
+        if wave.shape[0] < min_samples:  # resampling may round a sample or two away
+            wave = _fit_length(wave, min_samples)
+        return wave
+
+    def _embedding(self, x: Any) -> np.ndarray:
+        dim = getattr(self.model, "embedding_dim", None)
+        if dim is None:
+            raise ValueError(f"embedding: model {self.name!r} takes no embedding; pass reference=")
+        if _is_path(x):
+            path = Path(x)
+            if not path.is_file():
+                raise FileNotFoundError(f"embedding: file not found: {path}")
+            try:
+                x = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"embedding: cannot read {path} as .npy: {exc}") from None
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu", torch.float32).numpy()
+        x = np.asarray(x)
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.shape != (dim,) or not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"embedding: expected numbers of shape ({dim},) or (1, {dim}), got {x.shape}")
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError("embedding: contains NaN or Inf values")
+        return x
+
+    def _condition_input(self, reference: Any, embedding: Any, sample_rate: int | None):
+        if embedding is not None:
+            if reference is not None:
+                raise ValueError("reference: pass either reference= or embedding=, not both")
+            return None, self._embedding(embedding)
+        if reference is None:
+            hint = " or embedding=" if getattr(self.model, "embedding_dim", None) else ""
+            raise ValueError(f"reference: a recording of the target speaker is required{hint}")
+        return self._reference(reference, sample_rate), None
+
+    # -- model calls ---------------------------------------------------------------------
+    def _condition(self, refs: Sequence[np.ndarray | None], embs: Sequence[np.ndarray | None]):
+        device = self.device
+        if embs[0] is not None:
+            emb = torch.from_numpy(np.stack(embs)).to(device)
+            return self.model.prepare_condition(embedding=emb)
+        lengths = [r.shape[0] for r in refs]
+        batch = np.zeros((len(refs), max(lengths)), dtype=np.float32)
+        for i, r in enumerate(refs):
+            batch[i, : r.shape[0]] = r
+        return self.model.prepare_condition(
+            reference=torch.from_numpy(batch).to(device),
+            reference_lengths=torch.tensor(lengths, dtype=torch.int64, device=device),
+        )
+
+    def _forward(self, mixtures: np.ndarray, condition: Any) -> np.ndarray:
+        # (B, T_mix) at the model rate -> (B, T_mix)
+        length = mixtures.shape[-1]
+        minimum = int(_MIN_MIXTURE_SECONDS * self.sample_rate)
+        if length < minimum:
+            mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
+        out = self.model.extract(torch.from_numpy(mixtures).to(self.device), condition)
+        return out[:, :length].float().cpu().numpy()
+
+    def _chunked(self, wave: np.ndarray, condition: Any, chunk: int) -> np.ndarray:
+        # (T_mix,) -> (T_mix,): chunk batches are cross-faded straight into one output array
+        overlap = round(chunk * self.overlap)
+        starts = _chunk_starts(wave.shape[0], chunk, overlap)
+        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / max(overlap, 1)) ** 2
+        fade_in, fade_out = ramp.astype(np.float32), (1.0 - ramp).astype(np.float32)
+        out = np.zeros_like(wave)
+        for first in range(0, len(starts), self.batch_size):
+            group = starts[first : first + self.batch_size]
+            estimates = self._forward(np.stack([wave[s : s + chunk] for s in group]), condition)
+            for j, (start, est) in enumerate(zip(group, estimates)):
+                k = first + j
+                if k > 0 and overlap:
+                    # cross-fade with the previous chunk over its last `overlap` samples
+                    fade_start = starts[k - 1] + chunk - overlap - start
+                    est[:fade_start] = 0.0
+                    est[fade_start : fade_start + overlap] *= fade_in
+                elif k > 0:
+                    est[: starts[k - 1] + chunk - start] = 0.0
+                if k < len(starts) - 1 and overlap:
+                    est[chunk - overlap :] *= fade_out
+                out[start : start + chunk] += est
+        return out
+
+    def _finish(self, estimate: np.ndarray, mix: _Signal):
+        if not np.isfinite(estimate).all():
+            logger.warning("%s produced NaN/Inf samples; replacing them with 0", self.name)
+            estimate = np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
+        estimate = _fit_length(audio.resample(estimate, self.sample_rate, mix.rate), mix.length)
+        if mix.tensor_like is None:
+            return estimate
+        dtype = mix.tensor_like.dtype if mix.tensor_like.is_floating_point() else torch.float32
+        return torch.from_numpy(np.ascontiguousarray(estimate)).to(mix.tensor_like.device, dtype)
+
+    # -- public --------------------------------------------------------------------------
+    def extract(
+        self,
+        mixture: AudioInput | Sequence[AudioInput],
+        reference: None | AudioInput | Sequence[AudioInput] = None,
+        *,
+        embedding: Any = None,
+        sample_rate: int | None = None,
+        reference_sample_rate: int | None = None,
+        chunk_seconds: float | None = None,
+    ):
+        """Extract the reference talker from the mixture.
+
+        Args:
+            mixture: path, NumPy array or tensor, or a list of them (returns a list).
+            reference: recording of the target talker (same kinds), or a list
+                matching ``mixture``; one reference is shared by all mixtures.
+            embedding: speaker vector ``(E,)`` (array, tensor or ``.npy`` path) for
+                embedding models, instead of ``reference``; may be a list.
+            sample_rate: rate of array/tensor inputs (files carry their own).
+            reference_sample_rate: rate of an array reference when it differs from
+                ``sample_rate``.
+            chunk_seconds: override the chunk length for this call.
+
+        Shape:
+            mixture ``(T_mix,)`` or ``(C, T_mix)``; reference ``(T_ref,)`` or
+            ``(C, T_ref)`` -> estimate ``(T_mix,)`` at the mixture's rate.
+        """
+        single = not isinstance(mixture, (list, tuple))
+        mixtures = [mixture] if single else list(mixture)
+
+        def per_item(value: Any, argument: str) -> list:
+            if isinstance(value, (list, tuple)) and not single:
+                if len(value) != len(mixtures):
+                    raise ValueError(f"{argument}: got {len(value)} items for {len(mixtures)} mixtures")
+                return list(value)
+            if isinstance(value, (list, tuple)):
+                raise TypeError(f"{argument}: a list was given for a single mixture")
+            return [value] * len(mixtures)
+
+        refs_in, embs_in = per_item(reference, "reference"), per_item(embedding, "embedding")
+        ref_rate = reference_sample_rate or sample_rate
+        chunk = round((chunk_seconds or self.chunk_seconds) * self.sample_rate)
+        results: list = [None] * len(mixtures)
+        groups: dict = {}
+        with torch.inference_mode():
+            for i, (mix_in, ref_in, emb_in) in enumerate(zip(mixtures, refs_in, embs_in)):
+                mix = self._mixture(mix_in, sample_rate)
+                ref, emb = self._condition_input(ref_in, emb_in, ref_rate)
+                if not np.any(mix.wave):  # silence in, silence out: skip the model
+                    results[i] = self._finish(np.zeros_like(mix.wave), mix)
+                elif mix.wave.shape[0] > chunk:
+                    condition = self._condition([ref], [emb])
+                    results[i] = self._finish(self._chunked(mix.wave, condition, chunk), mix)
+                else:
+                    key = (mix.wave.shape[0], emb is None)
+                    groups.setdefault(key, []).append((i, mix, ref, emb))
+            # equal-length mixtures share a forward pass; references are padded exactly
+            for items in groups.values():
+                for first in range(0, len(items), self.batch_size):
+                    batch = items[first : first + self.batch_size]
+                    condition = self._condition([b[2] for b in batch], [b[3] for b in batch])
+                    estimates = self._forward(np.stack([b[1].wave for b in batch]), condition)
+                    for (i, mix, _, _), est in zip(batch, estimates):
+                        results[i] = self._finish(est, mix)
+        return results[0] if single else results
+
+
+def load_model(
+    name_or_path: str | os.PathLike = "default",
+    device: None | str | torch.device = None,
+    sample_rate: int | None = None,
+    **options: Any,
+) -> Extractor:
+    """Load a model for repeated extraction (weights cached per directory and device).
+
+    Args:
+        name_or_path: ``"default"`` (bundled default for ``sample_rate``), a bundled
+            name (:func:`list_models`) or a directory written by ``save_pretrained``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
+        sample_rate: rate of the audio to process; only picks the default model.
+        **options: :class:`Extractor` settings (``chunk_seconds``, ``overlap``, ...).
+
+    Raises:
+        ValueError: unknown model name/directory (lists the bundled names) or device.
+    """
+    path = hub.resolve_model(name_or_path, sample_rate)
+    model = hub.load_cached(path, hub.resolve_device(device))
+    return Extractor(model, name=path.name, **options)
+
+
+def _first_rate(mixture: Any, sample_rate: int | None) -> int | None:
+    first = mixture[0] if isinstance(mixture, (list, tuple)) and mixture else mixture
+    if _is_path(first):
+        return audio.audio_info(first, "mixture")[0]
+    return sample_rate
+
+
+def extract(
+    mixture: AudioInput | Sequence[AudioInput],
+    reference: None | AudioInput | Sequence[AudioInput] = None,
+    *,
+    embedding: Any = None,
+    sample_rate: int | None = None,
+    model: str | os.PathLike | Extractor | torch.nn.Module = "default",
+    device: None | str | torch.device = None,
+    chunk_seconds: float | None = None,
+):
+    """Extract the target talker of ``reference`` from ``mixture``.
+
+    >>> import usef
+    >>> estimate = usef.extract("mix.wav", "enrol.wav", model="exp/usef/best")  # doctest: +SKIP
+
+    Args:
+        mixture: path, NumPy array or tensor, ``(T,)`` or channels-first ``(C, T)``;
+            or a list of them (returns a list).
+        reference: a recording of the target talker (same kinds), or a list.
+        embedding: speaker vector for embedding models, instead of ``reference``.
+        sample_rate: rate of array/tensor inputs (required for them).
+        model: ``"default"``, a bundled name, a ``save_pretrained`` directory, an
+            :class:`Extractor` or a loaded model.
+        device: where to run; default CUDA when available.
+        chunk_seconds: chunk length for long mixtures (default 20 s).
+
+    Returns:
+        The estimate at the mixture's rate and length, NumPy (array/path input)
+        or a tensor on the input's device and dtype (tensor input).
+
+    Shape:
+        mixture ``(T_mix,)`` or ``(C, T_mix)`` -> ``(T_mix,)``.
+    """
+    if isinstance(model, Extractor):
+        extractor = model
+    elif isinstance(model, torch.nn.Module):
+        extractor = Extractor(model, device=device)
+    else:
+        rate = _first_rate(mixture, sample_rate) if model == "default" else None
+        extractor = load_model(model, device=device, sample_rate=rate)
+    return extractor.extract(
+        mixture, reference, embedding=embedding, sample_rate=sample_rate, chunk_seconds=chunk_seconds
+    )

@@ -1,0 +1,1 @@
+"""Command-line programs: ``usef <subcommand>`` (argument parsing, progress, exit codes)."""

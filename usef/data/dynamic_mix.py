@@ -1,0 +1,412 @@
+"""Seeded on-the-fly mixing of target-speaker examples from speaker/noise corpora.
+
+Reproducibility: example ``index`` is generated from
+``numpy.random.default_rng([seed, rank, epoch, index])`` and nothing else, so
+``dataset[i]`` is the same in any DataLoader worker, in any order, after any
+restart (exact resume), while DDP ranks given different ``rank`` values draw
+different streams. The dataset is map-style with a large ``length``: iterate it in
+order, e.g. ``DataLoader(ds, batch_size=B, sampler=range(step * B, len(ds)))`` to
+resume at ``step``; examples are random already, so no shuffling is needed.
+
+Reverberation, when enabled, convolves every source with its own synthetic RIR
+(exponentially decaying noise, one RT60 per example). The mixture holds the fully
+reverberant sources; ``target`` is the direct path plus early reflections (the first
+``early_reverb_ms`` of its RIR), so with reverberation the mixture also holds the
+target's late tail: ``mixture - target - interferer - noise`` is that tail (zero
+without reverberation). The SIR is measured on ``target`` as returned.
+
+Speed perturbation resamples a whole talker (target and its reference share one
+factor, making a pseudo-speaker) with a NumPy FFT resampler: no soxr or scipy.
+
+References come from another utterance of the target speaker when there is one
+(a reference from a short utterance may then fall below ``min_reference_seconds``);
+for a speaker with one recording, from a region of it disjoint from the target's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Union
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from usef.data.pack import NoiseCorpus, SpeakerCorpus
+from usef.data.splits import (  # re-exported: dev sets of mixes
+    make_fixed_examples,
+    write_eval_set,
+)
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias: keep Python 3.9)
+_MAX_TRIES = 100
+_MAX_FFT = 1 << 24
+_PEAK = 0.99
+
+__all__ = [
+    "Crop",
+    "DynamicMixConfig",
+    "DynamicMixDataset",
+    "MixPlan",
+    "NoiseCorpus",
+    "SpeakerCorpus",
+    "make_fixed_examples",
+    "speed_perturb",
+    "synthetic_rir",
+    "write_eval_set",
+]
+
+
+def _src_len(out_len: int, factor: float) -> int:
+    """Input samples that become ``out_len`` samples when sped up by ``factor``."""
+    return max(1, round(out_len * factor)) if out_len > 0 else 0
+
+
+def _out_len(src_len: int, factor: float) -> int:
+    return max(1, round(src_len / factor)) if src_len > 0 else 0
+
+
+@lru_cache(maxsize=1)
+def _fast_sizes() -> np.ndarray:
+    """Sorted 11-smooth numbers: FFT lengths pocketfft handles quickly."""
+    sizes = {1}
+    for prime in (2, 3, 5, 7, 11):
+        grown = set()
+        for v in sizes:
+            while v <= _MAX_FFT:
+                grown.add(v)
+                v *= prime
+        sizes = grown
+    return np.array(sorted(sizes), dtype=np.int64)
+
+
+def _fft_lengths(n_in: int, factor: float) -> tuple[int, int]:
+    """Fast (padded input, output) FFT lengths whose ratio is closest to ``factor``.
+
+    Arbitrary lengths can have large prime factors and make an FFT ten times slower.
+    """
+    sizes = _fast_sizes()
+    first = int(np.searchsorted(sizes, n_in))
+    cand_in = sizes[first : first + 8]
+    if len(cand_in) == 0 or cand_in[-1] / factor >= sizes[-1]:
+        return n_in, _out_len(n_in, factor)
+    ideal = cand_in / factor
+    j = np.clip(np.searchsorted(sizes, ideal), 1, len(sizes) - 1)
+    cand_out = np.where(ideal - sizes[j - 1] <= sizes[j] - ideal, sizes[j - 1], sizes[j])
+    best = int(np.argmin(np.abs(cand_in / cand_out - factor)))
+    return int(cand_in[best]), int(cand_out[best])
+
+
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``x`` ``factor`` times faster (pitch moves too) by band-limited FFT resampling.
+
+    NumPy only. The spectrum is cut (``factor`` > 1, which also removes what would
+    alias) or zero-extended (``factor`` < 1). ``x`` is zero-padded to a fast FFT
+    length first, which makes the applied factor differ from ``factor`` by well
+    under 0.5 %, harmless for augmentation.
+
+    Shape:
+        x: (T,) -> (round(T / factor),) float64.
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    x = np.asarray(x, dtype=np.float64)
+    n_out = _out_len(len(x), factor)
+    if factor == 1.0 or len(x) < 2:
+        return x.copy()
+    len_in, len_out = _fft_lengths(len(x), factor)
+    spec = np.fft.rfft(x, len_in)
+    keep = min(len(spec), len_out // 2 + 1)
+    out = np.zeros(len_out // 2 + 1, dtype=complex)
+    out[:keep] = spec[:keep]
+    y = np.fft.irfft(out, len_out) * (len_out / len_in)
+    return np.pad(y, (0, max(0, n_out - len_out)))[:n_out]
+
+
+def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int,
+                  drr_db: float = 3.0) -> np.ndarray:
+    """Unit direct path followed by exponentially decaying noise (60 dB in ``rt60`` s).
+
+    The tail holds ``-drr_db`` dB of the direct path's energy. Shape: -> (L,).
+    """
+    if rt60 <= 0:
+        raise ValueError(f"rt60 must be > 0, got {rt60}")
+    n = max(2, int(rt60 * sample_rate))
+    tail = rng.standard_normal(n) * np.exp(-6.9078 * np.arange(n) / (rt60 * sample_rate))
+    tail[0] = 0.0
+    tail *= math.sqrt(10 ** (-drr_db / 10) / max(float(np.sum(tail**2)), 1e-20))
+    tail[0] = 1.0
+    return tail
+
+
+def _convolve(x: np.ndarray, *filters: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Causal FFT convolution of ``x`` with each filter, truncated to len(x)."""
+    needed = len(x) + max(len(h) for h in filters) - 1
+    sizes = _fast_sizes()
+    size = int(sizes[np.searchsorted(sizes, needed)]) if needed <= sizes[-1] else needed
+    spec = np.fft.rfft(x, size)
+    return tuple(np.fft.irfft(spec * np.fft.rfft(h, size), size)[: len(x)] for h in filters)
+
+
+def _power(x: np.ndarray) -> float:
+    return float(np.mean(x**2)) if x.size else 0.0
+
+
+@dataclass(frozen=True)
+class DynamicMixConfig:
+    """Mixing recipe. Ranges are (low, high), drawn uniformly; seconds and dB."""
+
+    segment_seconds: float = 3.0
+    reference_seconds: tuple[float, float] = (2.0, 4.0)
+    min_reference_seconds: float = 1.0
+    min_target_seconds: float = 1.0
+    interferer_probs: tuple[float, ...] = (1.0, 0.0)  # P(1 interferer), P(2), ...
+    sir_range: tuple[float, float] = (-5.0, 5.0)  # target vs the sum of interferers
+    gain_dbfs_range: tuple[float, float] = (-25.0, -5.0)  # mixture RMS, then peak <= 0.99
+    p_noise: float = 1.0  # used only when a noise corpus is given
+    snr_range: tuple[float, float] = (0.0, 20.0)  # speech (target + interferers) vs noise
+    p_speed: float = 0.0
+    speed_range: tuple[float, float] = (0.9, 1.1)
+    p_reverb: float = 0.0
+    rt60_range: tuple[float, float] = (0.2, 0.6)
+    early_reverb_ms: float = 50.0
+    length: int = 10_000_000
+    seed: int = 0
+    rank: int = 0
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("reference_seconds", "sir_range", "gain_dbfs_range", "snr_range", "speed_range", "rt60_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+        for name in ("p_noise", "p_speed", "p_reverb"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        probs = np.asarray(self.interferer_probs, dtype=float)
+        if probs.size == 0 or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-6:
+            raise ValueError(f"interferer_probs must be >= 0 and sum to 1, got {self.interferer_probs}")
+        if self.speed_range[0] <= 0 or self.rt60_range[0] <= 0:
+            raise ValueError("speed_range and rt60_range must be positive")
+        if not 0 < self.min_reference_seconds <= self.reference_seconds[0]:
+            raise ValueError("min_reference_seconds must be in (0, reference_seconds[0]]")
+        if self.segment_seconds <= 0 or self.min_target_seconds <= 0 or self.length <= 0:
+            raise ValueError("segment_seconds, min_target_seconds and length must be > 0")
+        if min(self.seed, self.rank, self.epoch) < 0:
+            raise ValueError("seed, rank and epoch must be >= 0")
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Source samples [start, stop) of one utterance, sped up by ``factor`` and placed
+    at ``offset`` in the output (zeros elsewhere)."""
+
+    speaker: str
+    utterance: int
+    start: int
+    stop: int
+    factor: float
+    offset: int = 0
+
+
+@dataclass(frozen=True)
+class MixPlan:
+    """Every random choice of one example except the RIR noise."""
+
+    target: Crop
+    reference: Crop
+    interferers: tuple[Crop, ...]
+    sir_db: float
+    gain_dbfs: float
+    reference_gain_dbfs: float
+    noise: tuple[int, int, float] | None  # (clip index, start, snr_db)
+    rt60: float | None
+    reference_rt60: float | None
+
+
+class DynamicMixDataset(Dataset):
+    """Map-style dataset: ``ds[i]`` is a freshly mixed, fully seeded example dict.
+
+    Keys: ``mixture``, ``target``, ``interferer``, ``noise`` float32 (T,);
+    ``reference`` float32 (T_ref,); ``speaker`` str (the target's id).
+    Change ``sir_range`` (or :meth:`with_config`) between epochs for a curriculum;
+    workers pick the change up when the DataLoader iterator is recreated.
+    """
+
+    def __init__(self, speech: SpeakerCorpus, noise: NoiseCorpus | None = None,
+                 config: DynamicMixConfig | None = None, **overrides) -> None:
+        self.config = replace(config or DynamicMixConfig(), **overrides)
+        n_int = max(i + 1 for i, p in enumerate(self.config.interferer_probs) if p > 0)
+        if len(speech.speakers) < 1 + n_int:
+            raise ValueError(f"speech must hold at least {1 + n_int} speakers, got {len(speech.speakers)}")
+        if noise is not None and (len(noise) == 0 or noise.sample_rate != speech.sample_rate):
+            raise ValueError("noise must be a non-empty corpus at the speech sample rate")
+        self.speech, self.noise = speech, noise
+        self.sample_rate = speech.sample_rate
+
+    @property
+    def sir_range(self) -> tuple[float, float]:
+        return self.config.sir_range
+
+    @sir_range.setter
+    def sir_range(self, value: tuple[float, float]) -> None:
+        self.config = replace(self.config, sir_range=tuple(value))
+
+    def with_config(self, **changes) -> DynamicMixDataset:
+        """A dataset sharing these corpora (and their caches) with config fields changed."""
+        return DynamicMixDataset(self.speech, self.noise, replace(self.config, **changes))
+
+    def __len__(self) -> int:
+        return self.config.length
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range [0, {len(self)})")
+        c = self.config
+        return np.random.default_rng([c.seed, c.rank, c.epoch, int(index)])
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._rng(index)
+        return self._render(self._plan(rng), rng)
+
+    def plan(self, index: int) -> MixPlan:
+        """The random choices behind ``self[index]`` (for inspection and tests)."""
+        return self._plan(self._rng(index))
+
+    # -- planning -----------------------------------------------------------
+    def _seconds(self, s: float) -> int:
+        return round(s * self.sample_rate)
+
+    def _factor(self, rng: np.random.Generator) -> float:
+        c = self.config
+        return float(rng.uniform(*c.speed_range)) if rng.random() < c.p_speed else 1.0
+
+    def _segment_crop(self, rng, speaker: str, k: int, factor: float, seg: int, region=None) -> Crop:
+        """Random crop for a ``seg``-sample output inside ``region`` (default: whole utterance)."""
+        lo, hi = region or (0, len(self.speech.load(speaker, k)))
+        need = min(_src_len(seg, factor), hi - lo)
+        start = lo + int(rng.integers(0, hi - lo - need + 1))
+        offset = int(rng.integers(0, max(0, seg - _out_len(need, factor)) + 1))
+        return Crop(speaker, k, start, start + need, factor, offset)
+
+    def _target_and_reference(self, rng, speaker: str, factor: float) -> tuple[Crop, Crop] | None:
+        c = self.config
+        seg = self._seconds(c.segment_seconds)
+        ref_src = _src_len(self._seconds(rng.uniform(*c.reference_seconds)), factor)
+        n_utt = self.speech.num_utterances(speaker)
+        k = int(rng.integers(n_utt))
+        if n_utt > 1:
+            j = int(rng.integers(n_utt - 1))
+            j += j >= k  # any utterance but k
+            target = self._segment_crop(rng, speaker, k, factor, seg)
+            n_ref = len(self.speech.load(speaker, j))
+            take = min(ref_src, n_ref)
+            start = int(rng.integers(0, n_ref - take + 1))
+            return target, Crop(speaker, j, start, start + take, factor)
+        # one recording: target and reference come from disjoint regions of it
+        n = len(self.speech.load(speaker, k))
+        min_ref = _src_len(self._seconds(c.min_reference_seconds), factor)
+        if n - min_ref < _src_len(self._seconds(c.min_target_seconds), factor):
+            return None
+        tgt_len = min(_src_len(seg, factor), n - min_ref)
+        ref_len = min(ref_src, n - tgt_len)
+        slack = n - tgt_len - ref_len
+        first = int(rng.integers(0, slack + 1))
+        second = first + int(rng.integers(0, slack - first + 1))
+        if rng.random() < 0.5:
+            tgt_region, ref_start = (first, first + tgt_len), second + tgt_len
+        else:
+            tgt_region, ref_start = (second + ref_len, second + ref_len + tgt_len), first
+        target = self._segment_crop(rng, speaker, k, factor, seg, tgt_region)
+        return target, Crop(speaker, k, ref_start, ref_start + ref_len, factor)
+
+    def _plan(self, rng: np.random.Generator) -> MixPlan:
+        c = self.config
+        speakers = self.speech.speakers
+        seg = self._seconds(c.segment_seconds)
+        for _ in range(_MAX_TRIES):
+            t_idx = int(rng.integers(len(speakers)))
+            pair = self._target_and_reference(rng, speakers[t_idx], self._factor(rng))
+            if pair is not None:
+                break
+        else:
+            raise ValueError("speech: no speaker found whose recordings fit a target and a reference; "
+                             "lower min_target_seconds/min_reference_seconds or add longer recordings")
+        probs = np.asarray(c.interferer_probs) / sum(c.interferer_probs)
+        n_int = 1 + int(rng.choice(len(probs), p=probs))
+        others = rng.choice(len(speakers) - 1, size=n_int, replace=False)
+        interferers = []
+        for o in others:
+            spk = speakers[int(o) + int(o >= t_idx)]
+            k = int(rng.integers(self.speech.num_utterances(spk)))
+            interferers.append(self._segment_crop(rng, spk, k, self._factor(rng), seg))
+        noise = None
+        if self.noise is not None and rng.random() < c.p_noise:
+            i = int(rng.integers(len(self.noise)))
+            start = int(rng.integers(0, max(1, len(self.noise.load(i)) - seg + 1)))
+            noise = (i, start, float(rng.uniform(*c.snr_range)))
+        rt60 = float(rng.uniform(*c.rt60_range)) if rng.random() < c.p_reverb else None
+        ref_rt60 = float(rng.uniform(*c.rt60_range)) if rng.random() < c.p_reverb else None
+        return MixPlan(pair[0], pair[1], tuple(interferers), float(rng.uniform(*c.sir_range)),
+                       float(rng.uniform(*c.gain_dbfs_range)), float(rng.uniform(*c.gain_dbfs_range)),
+                       noise, rt60, ref_rt60)
+
+    # -- rendering ----------------------------------------------------------
+    def _audio(self, crop: Crop, length: int | None = None) -> np.ndarray:
+        x = self.speech.load(crop.speaker, crop.utterance)[crop.start : crop.stop]
+        y = speed_perturb(x, crop.factor)
+        n = len(y) if length is None else length
+        out = np.zeros(n)
+        out[crop.offset : crop.offset + len(y)] = y[: n - crop.offset]
+        return out
+
+    def _noise(self, index: int, start: int, seg: int) -> np.ndarray:
+        clip = np.asarray(self.noise.load(index), dtype=np.float64)
+        reps = math.ceil((start + seg) / max(1, len(clip)))
+        return np.tile(clip, reps)[start : start + seg]  # short clips loop
+
+    def _reverb(self, rng, x: np.ndarray, rt60: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(reverberant, direct + early) versions of ``x``."""
+        if rt60 is None:
+            return x, x
+        rir = synthetic_rir(rng, rt60, self.sample_rate, drr_db=float(rng.uniform(0.0, 10.0)))
+        early = np.zeros_like(rir)
+        n_early = max(1, self._seconds(self.config.early_reverb_ms / 1000.0))
+        early[:n_early] = rir[:n_early]
+        return _convolve(x, rir, early)
+
+    def _render(self, plan: MixPlan, rng: np.random.Generator) -> dict:
+        seg = self._seconds(self.config.segment_seconds)
+        target_mix, target = self._reverb(rng, self._audio(plan.target, seg), plan.rt60)
+        interferer = np.zeros(seg)
+        for crop in plan.interferers:
+            x = self._reverb(rng, self._audio(crop, seg), plan.rt60)[0]
+            interferer += x / math.sqrt(max(_power(x), 1e-20))  # equal power per talker
+        p_int = _power(interferer)
+        if p_int > 0:
+            interferer *= math.sqrt(_power(target) / p_int / 10 ** (plan.sir_db / 10))
+        speech = target_mix + interferer
+        noise = np.zeros(seg)
+        if plan.noise is not None:
+            i, start, snr = plan.noise
+            noise = self._noise(i, start, seg)
+            if _power(noise) > 0:
+                noise *= math.sqrt(_power(speech) / _power(noise) / 10 ** (snr / 10))
+        mixture = speech + noise
+        scale = 10 ** (plan.gain_dbfs / 20) / math.sqrt(max(_power(mixture), 1e-20))
+        scale = min(scale, _PEAK / max(float(np.max(np.abs(mixture))), 1e-20))
+        reference = self._reverb(rng, self._audio(plan.reference), plan.reference_rt60)[0]
+        ref_scale = 10 ** (plan.reference_gain_dbfs / 20) / math.sqrt(max(_power(reference), 1e-20))
+        ref_scale = min(ref_scale, _PEAK / max(float(np.max(np.abs(reference))), 1e-20))
+        f32 = np.float32
+        return {
+            "mixture": (mixture * scale).astype(f32), "target": (target * scale).astype(f32),
+            "reference": (reference * ref_scale).astype(f32),
+            "interferer": (interferer * scale).astype(f32), "noise": (noise * scale).astype(f32),
+            "speaker": plan.target.speaker,
+        }

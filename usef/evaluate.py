@@ -1,0 +1,342 @@
+"""Run an extractor over a list of mixtures and write per-item and summary metrics.
+
+This module knows nothing about models: the caller passes ``extract_fn(mixture,
+reference, sample_rate) -> estimate`` (NumPy in, NumPy out). Outputs in
+``out_dir``:
+
+- ``estimates/<id>.wav``  extracted speech (32-bit float WAV, written atomically)
+- ``metrics.csv``         one row per item, with an ``error`` column for bad items
+- ``failures.csv``        id, error and mixture path of every item that failed
+- ``summary.json``        mean / median / 95 % CI per metric, failure and confusion rates
+
+A bad item (missing or corrupt file, an exception in ``extract_fn``) is recorded and
+never stops the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from usef.metrics import compute_metrics, summarize
+
+logger = logging.getLogger(__name__)
+
+ExtractFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+METRIC_COLUMNS = (
+    "input_si_sdr",
+    "si_sdr",
+    "si_sdr_imp",
+    "sdr",
+    "sdr_imp",
+    "pesq",
+    "stoi",
+)
+INTERFERER_COLUMNS = ("si_sdr_interferer", "confused")
+REQUIRED_LIST_COLUMNS = ("mixture", "reference", "target")
+FAILURE_COLUMNS = ("id", "error", "mixture")
+
+__all__ = ["METRIC_COLUMNS", "evaluate_list", "read_eval_list"]
+
+
+def read_eval_list(csv_path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Read an evaluation list CSV into item dicts for :func:`evaluate_list`.
+
+    Columns ``mixture, reference, target`` are required, ``id`` and ``interferer``
+    optional. Relative paths are resolved against the CSV's folder; a missing or
+    empty ``id`` becomes the mixture's file stem. Raises ``ValueError`` naming a
+    missing column or a duplicate id, ``FileNotFoundError`` if the CSV is absent.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"evaluation list not found: {csv_path}")
+    base = csv_path.resolve().parent
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_LIST_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{csv_path}: missing column(s) {', '.join(missing)}; "
+                f"required: {', '.join(REQUIRED_LIST_COLUMNS)}, found: {', '.join(columns) or 'none'}"
+            )
+        rows = [
+            {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            for row in reader
+        ]
+
+    def resolve(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else base / path)
+
+    items: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        empty = [c for c in REQUIRED_LIST_COLUMNS if not row.get(c)]
+        if empty:
+            raise ValueError(
+                f"{csv_path}, line {line}: empty value in column(s) {', '.join(empty)}"
+            )
+        item = {c: resolve(row[c]) for c in REQUIRED_LIST_COLUMNS}
+        item["id"] = row.get("id") or Path(row["mixture"]).stem
+        if row.get("interferer"):
+            item["interferer"] = resolve(row["interferer"])
+        if item["id"] in seen:
+            raise ValueError(
+                f"{csv_path}, line {line}: duplicate id {item['id']!r} (first on line {seen[item['id']]})"
+            )
+        seen[item["id"]] = line
+        items.append(item)
+    return items
+
+
+def _read_mono(
+    path: str | os.PathLike[str], role: str, sample_rate: int | None
+) -> tuple[np.ndarray, int]:
+    """Read ``path`` as float32 mono, resampled to ``sample_rate`` when given."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} file not found: {path}")
+    try:
+        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for corrupt files
+        raise ValueError(f"cannot read {role} file {path}: {exc}") from exc
+    if wave.shape[0] == 0:
+        raise ValueError(f"{role} file is empty: {path}")
+    mono = wave.mean(axis=1)
+    if sample_rate is not None and rate != sample_rate:
+        import soxr
+
+        mono = soxr.resample(mono, rate, sample_rate).astype(np.float32)
+        rate = sample_rate
+    return mono, int(rate)
+
+
+def _safe_name(item_id: str) -> str:
+    # ids become file names: keep them inside estimates/
+    return item_id.replace("/", "_").replace("\\", "_").replace("..", "_") or "item"
+
+
+def _write_wav_atomic(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.wav"
+    )
+    os.close(fd)
+    try:
+        # float subtype: estimates may exceed [-1, 1] and must not be clipped
+        sf.write(tmp, wave, sample_rate, format="WAV", subtype="FLOAT")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _csv_cell(row.get(c)) for c in columns})
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace NaN/inf by None so summary.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _evaluate_item(
+    item: Mapping[str, Any],
+    extract_fn: ExtractFn,
+    estimates_dir: Path | None,
+    sample_rate: int | None,
+    with_pesq: bool,
+) -> dict[str, Any]:
+    for key in ("mixture", "reference", "target"):
+        if not item.get(key):
+            raise ValueError(f"item has no {key!r} path")
+    mixture, rate = _read_mono(item["mixture"], "mixture", sample_rate)
+    # every other file is brought to the mixture's rate so samples line up
+    reference, _ = _read_mono(item["reference"], "reference", rate)
+    target, _ = _read_mono(item["target"], "target", rate)
+    interferer = None
+    if item.get("interferer"):
+        interferer, _ = _read_mono(item["interferer"], "interferer", rate)
+    if target.shape != mixture.shape:
+        raise ValueError(
+            f"target has {target.shape[0]} samples but the mixture has {mixture.shape[0]}"
+        )
+    if interferer is not None and interferer.shape != mixture.shape:
+        raise ValueError(
+            f"interferer has {interferer.shape[0]} samples but the mixture has {mixture.shape[0]}"
+        )
+
+    estimate = extract_fn(mixture, reference, rate)
+    if hasattr(estimate, "detach"):
+        estimate = estimate.detach().cpu().numpy()
+    estimate = np.asarray(estimate, dtype=np.float32).squeeze()
+    if estimate.shape != mixture.shape:
+        raise ValueError(
+            f"extract_fn returned shape {estimate.shape}, expected the mixture's shape {mixture.shape}"
+        )
+    if estimates_dir is not None:
+        _write_wav_atomic(
+            estimates_dir / f"{_safe_name(str(item['id']))}.wav", estimate, rate
+        )
+    return compute_metrics(
+        estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq
+    )
+
+
+def evaluate_list(
+    items: Sequence[Mapping[str, Any]],
+    extract_fn: ExtractFn,
+    out_dir: str | os.PathLike[str],
+    sample_rate: int | None = None,
+    with_pesq: bool = True,
+    write_estimates: bool = True,
+    progress: ProgressFn | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``extract_fn`` on every item and write the result files to ``out_dir``.
+
+    Args:
+        items: dicts with ``id, mixture, reference, target`` file paths and an
+            optional ``interferer`` (sum of the other talkers, for confusion).
+        extract_fn: ``(mixture (T,), reference (T_ref,), sample_rate) -> estimate (T,)``.
+        out_dir: created if needed.
+        sample_rate: resample all audio to this rate; None keeps each mixture's
+            rate (reference, target and interferer follow the mixture).
+        with_pesq: PESQ is the slowest metric; False writes ``nan`` instead.
+        write_estimates: write ``estimates/<id>.wav``.
+        progress: called after each item as ``progress(done, total, row)``.
+        metadata: merged into summary.json (e.g. ``{"model": {...}}``); computed
+            keys take precedence.
+
+    Returns:
+        The summary dict that was written to ``summary.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    estimates_dir = out / "estimates" if write_estimates else None
+    if estimates_dir is not None:
+        estimates_dir.mkdir(exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    total = len(items)
+    for index, item in enumerate(items):
+        item_id = str(item.get("id") or f"item{index}")
+        row: dict[str, Any] = {
+            "id": item_id,
+            "mixture": str(item.get("mixture", "")),
+            "error": "",
+        }
+        try:
+            row.update(
+                _evaluate_item(
+                    {**item, "id": item_id},
+                    extract_fn,
+                    estimates_dir,
+                    sample_rate,
+                    with_pesq,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            logger.warning("item %s failed: %s", item_id, row["error"])
+        rows.append(row)
+        if progress is not None:
+            progress(index + 1, total, row)
+
+    has_interferer = any("confused" in row for row in rows)
+    columns = ["id", *METRIC_COLUMNS]
+    if has_interferer:
+        columns += list(INTERFERER_COLUMNS)
+    columns.append("error")
+    failed = [row for row in rows if row["error"]]
+    _write_text_atomic(out / "metrics.csv", _csv_text(columns, rows))
+    _write_text_atomic(out / "failures.csv", _csv_text(FAILURE_COLUMNS, failed))
+
+    summary = _summarize_rows(rows, has_interferer)
+    for key in metadata or {}:
+        if key in summary:
+            logger.warning(
+                "metadata key %r clashes with a computed summary field; keeping the computed one",
+                key,
+            )
+    summary = {**dict(metadata or {}), **summary}
+    summary = _json_safe(summary)
+    _write_text_atomic(
+        out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n"
+    )
+    logger.info("evaluated %d items (%d failed) into %s", total, len(failed), out)
+    return summary
+
+
+def _summarize_rows(
+    rows: Sequence[Mapping[str, Any]], has_interferer: bool
+) -> dict[str, Any]:
+    ok = [row for row in rows if not row["error"]]
+    names = list(METRIC_COLUMNS) + (["si_sdr_interferer"] if has_interferer else [])
+    metrics = {
+        name: summarize([row[name] for row in ok if name in row]) for name in names
+    }
+    imps = [row["si_sdr_imp"] for row in ok if math.isfinite(row["si_sdr_imp"])]
+    summary: dict[str, Any] = {
+        "n_items": len(rows),
+        "n_failed_items": len(rows) - len(ok),
+        "metrics": metrics,
+        # share of evaluated items the extractor made worse than the mixture
+        "failure_rate": (sum(v < 0.0 for v in imps) / len(imps))
+        if imps
+        else float("nan"),
+    }
+    if has_interferer:
+        flags = [bool(row["confused"]) for row in ok if "confused" in row]
+        summary["confusion_rate"] = (sum(flags) / len(flags)) if flags else float("nan")
+        summary["n_confusion_items"] = len(flags)
+    return summary

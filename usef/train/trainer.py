@@ -1,0 +1,370 @@
+"""Training loop: one process or DDP (torchrun), bf16 autocast, exact resume.
+
+Everything comes from one config dict (:mod:`usef.train.config`); data building and the
+step-indexed sampler live in :mod:`usef.train.data`, checkpoints and RNG state in
+:mod:`usef.train.state`.
+
+Exactness: the data stream is a pure function of the optimizer step (a step-indexed batch
+sampler over seeded datasets), the learning rate a pure function of the step, and the
+process RNGs (python, numpy, torch, CUDA) of every rank are saved with each checkpoint. A
+run killed at any point and resumed from its latest checkpoint therefore ends with the same
+parameters as an uninterrupted one (bitwise on CPU, single process, ``num_workers=0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from usef.checkpoint import WEIGHTS_NAME, load_state, save_pretrained
+from usef.data import collate_examples
+from usef.metrics import si_sdr
+from usef.models import build_model
+from usef.train import losses, state
+from usef.train.config import apply_overrides, load_config, resolve_config
+from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
+from usef.train.schedule import WarmupDecay
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[dict[str, Any]], None]
+__all__ = ["TrainResult", "apply_overrides", "evaluate_dev", "load_config", "prepare_data", "resolve_config",
+           "train", "write_dev_set"]
+
+# --------------------------------------------------------------------------- helpers
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _setup_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    owns = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        owns = True
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return Dist(rank, world, local_rank, dev, owns)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _autocast(cfg: dict[str, Any], device: torch.device):
+    t = cfg["train"]
+    if device.type == "cuda" and t["bf16"] and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and t["bf16_cpu"]:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _optimizer(model: torch.nn.Module, t: dict[str, Any]) -> torch.optim.Optimizer:
+    # decay matrices and kernels only: shrinking norm gains and biases hurts and buys nothing
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": float(t["weight_decay"])},
+              {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=float(t["lr"]), betas=tuple(t["betas"]), eps=float(t["eps"]))
+
+
+def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list[str]:
+    weights = Path(directory) / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"init_from/resume: no {WEIGHTS_NAME} in {directory}")
+    return load_state(model, load_file(str(weights), device="cpu"), source=str(weights), strict=strict)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: final step, why it stopped, the best dev record and the
+    trained (unwrapped) model."""
+
+    step: int
+    stopped: str  # "max_steps" | "max_minutes"
+    best: dict[str, Any] | None
+    model: torch.nn.Module
+    exp_dir: Path
+
+
+# --------------------------------------------------------------------------- dev
+@torch.no_grad()
+def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], device: torch.device,
+                 autocast: Any, info: Dist) -> dict[str, Any]:
+    """SI-SDR(i) of every dev item; this rank runs batches ``rank::world`` and results are
+    gathered. Returns means (nan when an estimate is not finite), failure rate (SI-SDRi < 0 or
+    not finite) and confusion rate (closer to the interferer than to the target, when the dev
+    set has interferers)."""
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    rows = []
+    for index in range(info.rank, len(batches), info.world):
+        batch = _to_device(batches[index], device)
+        with autocast:
+            estimate = net(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+        estimate = estimate.float().cpu().numpy()
+        lengths = batch.get("lengths")
+        for b in range(estimate.shape[0]):
+            n = int(lengths[b]) if lengths is not None else estimate.shape[1]
+            if not np.isfinite(estimate[b, :n]).all():  # a diverged model: report it, do not crash
+                rows.append([float("nan")] * 3)
+                continue
+            target = batch["target"][b, :n].cpu().numpy()
+            out = si_sdr(estimate[b, :n], target)
+            row = [out, out - si_sdr(batch["mixture"][b, :n].cpu().numpy(), target), float("nan")]
+            if "interferer" in batch:
+                row[2] = float(si_sdr(estimate[b, :n], batch["interferer"][b, :n].cpu().numpy()) > out)
+            rows.append(row)
+    if info.world > 1:
+        gathered: list[Any] = [None] * info.world
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    net.train(was_training)
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    confused = arr[:, 2][np.isfinite(arr[:, 2])]
+    return {
+        "si_sdr": float(arr[:, 0].mean()) if len(arr) else float("nan"),
+        "si_sdr_imp": float(arr[:, 1].mean()) if len(arr) else float("nan"),
+        "failure_rate": float((~(arr[:, 1] >= 0)).mean()) if len(arr) else float("nan"),
+        "confusion_rate": float(confused.mean()) if len(confused) else None,
+        "n": len(arr),
+    }
+
+
+# --------------------------------------------------------------------------- training
+def train(config: dict[str, Any], exp_dir: os.PathLike, resume: bool = False,
+          callback: Callback | None = None) -> TrainResult:
+    """Train the model described by ``config`` into ``exp_dir``.
+
+    With ``resume`` the latest complete checkpoint of ``exp_dir`` is continued exactly; if
+    there is none, training starts from ``init_from`` weights (fresh optimizer) or scratch.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs DistributedDataParallel. ``callback``
+    receives event dicts on rank 0 (``start``, ``step``, ``dev``, ``checkpoint``, ``end``).
+    Global RNG states are restored when it returns.
+    """
+    cfg = resolve_config(config)
+    t = cfg["train"]
+    info = _setup_distributed(str(t["device"]))
+    try:
+        with state.rng_scope(int(t["seed"])):
+            if info.device.type == "cpu":
+                torch.set_flush_denormal(True)  # denormals make CPU training several times slower
+            try:
+                return _run(cfg, Path(exp_dir), resume, callback if info.main else None, info)
+            finally:
+                if info.device.type == "cpu":
+                    torch.set_flush_denormal(False)
+    finally:
+        if info.owns_group:
+            dist.destroy_process_group()
+
+
+def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | None, info: Dist) -> TrainResult:
+    t = cfg["train"]
+    emit = callback or (lambda event: None)
+    if info.main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        state.remove_incomplete(exp_dir)
+        previous = exp_dir / "train_config.yaml"
+        if resume and previous.is_file():
+            old = yaml.safe_load(previous.read_text(encoding="utf-8")) or {}
+            changed = sorted(k for k in ("model", "data", "train", "dev") if old.get(k) != cfg.get(k))
+            if changed:
+                logger.warning("resuming with changed config sections %s (see %s): the run is no longer "
+                               "an exact continuation", changed, previous)
+        state.write_text_atomic(previous, yaml.safe_dump(cfg, sort_keys=False))
+    info.barrier()
+
+    model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).to(info.device)
+    if info.rank:
+        torch.manual_seed(int(t["seed"]) + 7919 * info.rank)  # same init, different dropout per rank
+    optimizer = _optimizer(model, t)
+    scheduler = WarmupDecay(optimizer, float(t["lr"]), int(t["warmup_steps"]), int(t["max_steps"]),
+                            str(t["decay"]), float(t["min_lr"]))
+    loss_fn = getattr(losses, t["loss"])
+
+    step, rng_to_restore, best = 0, None, None
+    ckpt = state.latest_checkpoint(exp_dir) if resume else None
+    if ckpt is not None:
+        saved = state.load_train_state(ckpt)
+        _load_weights(model, ckpt, strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step = int(saved["step"])
+        if len(saved["rng"]) == info.world:
+            rng_to_restore = saved["rng"][info.rank]
+        else:
+            logger.warning("checkpoint was written by %d ranks, now %d: RNG streams restart from the seed",
+                           len(saved["rng"]), info.world)
+        best = state.read_best(exp_dir)
+        if best is not None and int(best.get("step", 0)) > step:
+            best = None
+        if info.main:
+            state.RunLog(exp_dir).truncate(step)
+            meta_score = state.dev_score(state.read_meta(ckpt))
+            if meta_score is not None and (best is None or meta_score > best["si_sdr_imp"]):
+                best = {"step": step, **state.read_meta(ckpt)["dev"]}  # killed before best was updated
+                state.update_best(exp_dir, ckpt, best)
+        logger.info("resumed from %s (step %d)", ckpt, step)
+    else:
+        if resume:
+            logger.info("no checkpoint in %s: starting a new run", exp_dir)
+        if cfg.get("init_from"):
+            skipped = _load_weights(model, Path(cfg["init_from"]["path"]), cfg["init_from"]["strict"])
+            logger.info("initialised from %s (fresh optimizer)%s", cfg["init_from"]["path"],
+                        f"; skipped {skipped}" if skipped else "")
+
+    ddp = info.world > 1
+    if ddp:
+        model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    data = build_data(cfg, _unwrap(model).sample_rate, info.rank, exp_dir)
+    accum = int(t["grad_accum"])
+    sampler = StepBatchSampler(len(data.train), int(t["batch_size"]), start=step * accum,
+                               rank=0 if data.rank_in_dataset else info.rank,
+                               world_size=1 if data.rank_in_dataset else info.world,
+                               shuffle=data.shuffle, seed=int(t["seed"]))
+    loader_rng = torch.Generator().manual_seed(int(t["seed"]) * 1_000_003 + info.rank * 7919 + step)
+    loader = DataLoader(data.train, batch_sampler=sampler, num_workers=int(t["num_workers"]),
+                        collate_fn=collate_examples, generator=loader_rng,
+                        pin_memory=info.device.type == "cuda", persistent_workers=False)
+    autocast = _autocast(cfg, info.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if rng_to_restore is not None:
+        state.restore_rng_state(rng_to_restore)  # last thing before the loop: nothing may draw after
+
+    max_steps, max_minutes = int(t["max_steps"]), t["max_minutes"]
+    started = time.monotonic()
+    run_log = state.RunLog(exp_dir)
+    window = {"time": 0.0, "steps": 0, "loss": torch.zeros((), device=info.device), "norm": 0.0}
+    last_saved = step
+    stopped = "max_steps"
+    emit({"event": "start", "step": step, "max_steps": max_steps})
+    batches = iter(loader)
+    model.train()
+    while step < max_steps:
+        tic = time.perf_counter()
+        lr = scheduler.current_lr()
+        optimizer.zero_grad(set_to_none=True)
+        for micro in range(accum):
+            batch = _to_device(next(batches), info.device)
+            sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    estimate = model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+                loss = loss_fn(estimate.float(), batch["target"], batch.get("lengths"))
+                (loss / accum).backward()
+            window["loss"] += loss.detach() / accum
+        clip = float(t["grad_clip"]) if t["grad_clip"] else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if math.isfinite(grad_norm):
+            optimizer.step()
+        else:
+            logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
+        scheduler.step()
+        step += 1
+        window["time"] += time.perf_counter() - tic
+        window["steps"] += 1
+        window["norm"] += grad_norm
+
+        stop = False
+        if max_minutes is not None:
+            flag = torch.tensor(float(time.monotonic() - started > 60.0 * float(max_minutes)), device=info.device)
+            if ddp:
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        record: dict[str, Any] = {}
+        if step % int(t["log_every"]) == 0 or step == max_steps or stop:
+            mean_loss = window["loss"] / window["steps"]
+            if ddp:
+                dist.all_reduce(mean_loss)
+                mean_loss /= info.world
+            examples = window["steps"] * accum * int(t["batch_size"]) * info.world
+            record.update(step=step, loss=float(mean_loss), lr=lr, grad_norm=window["norm"] / window["steps"],
+                          step_time=window["time"] / window["steps"],
+                          examples_per_s=examples / max(window["time"], 1e-9))
+            window = {"time": 0.0, "steps": 0, "loss": torch.zeros((), device=info.device), "norm": 0.0}
+        emit({"event": "step", "step": step, "lr": lr, "grad_norm": grad_norm, **record})
+        dev_metrics = None
+        if data.dev and t["dev_every"] and (step % int(t["dev_every"]) == 0 or step == max_steps or stop):
+            dev_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
+            record.update({"step": step, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
+            emit({"event": "dev", "step": step, **dev_metrics})
+        if record and info.main:
+            run_log.append({"time": time.time(), **record})
+        if step % int(t["save_every"]) == 0 or step == max_steps or stop:
+            best = _save(exp_dir, step, model, optimizer, scheduler, dev_metrics, best, t, info, emit)
+            last_saved = step
+        if stop:
+            stopped = "max_minutes"
+            logger.info("wall-clock budget of %s min used up at step %d: stopped", max_minutes, step)
+            break
+    if step != last_saved:
+        best = _save(exp_dir, step, model, optimizer, scheduler, None, best, t, info, emit)
+    emit({"event": "end", "step": step, "stopped": stopped, "best": best})
+    return TrainResult(step=step, stopped=stopped, best=best, model=_unwrap(model), exp_dir=exp_dir)
+
+
+def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: WarmupDecay, dev_metrics: dict[str, Any] | None, best: dict[str, Any] | None,
+          t: dict[str, Any], info: Dist, emit: Callback) -> dict[str, Any] | None:
+    rng = state.capture_rng_state()
+    rngs: list[Any] = [rng]
+    if info.world > 1:
+        rngs = [None] * info.world
+        dist.all_gather_object(rngs, rng)
+    if info.main:
+        net = _unwrap(model)
+        train_state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                       "rng": rngs, "world_size": info.world,
+                       "data": {"micro_batches": step * int(t["grad_accum"]), "batch_size": int(t["batch_size"])}}
+        meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": net.name}
+        path = state.save_checkpoint(exp_dir, step, lambda d: save_pretrained(net, d), train_state, meta)
+        score = state.dev_score(meta)
+        if score is not None and (best is None or score > float(best["si_sdr_imp"])):
+            best = {"step": step, **dev_metrics}
+            state.update_best(exp_dir, path, best)
+        state.prune_checkpoints(exp_dir, int(t["keep_last_k"]), int(t["keep_best_k"]))
+        emit({"event": "checkpoint", "step": step, "path": str(path), "best": best})
+    info.barrier()
+    return best
