@@ -70,7 +70,7 @@ def test_batch_equals_single_with_mixed_reference_lengths(name):
     model = build_model(name, preset="tiny").eval()
     sr = model.sample_rate
     mixture = torch.randn(3, sr // 2)
-    lengths = torch.tensor([sr // 2, sr // 3, sr // 4])
+    lengths = torch.tensor([sr // 2, sr // 3 + 7, sr // 4 + 13])  # not multiples of the hop
     reference = torch.randn(3, int(lengths.max()))
     for i, n in enumerate(lengths.tolist()):
         reference[i, n:] = 0.0
@@ -79,6 +79,25 @@ def test_batch_equals_single_with_mixed_reference_lengths(name):
         for i, n in enumerate(lengths.tolist()):
             single = model(mixture[i : i + 1], reference[i : i + 1, :n])
             assert torch.allclose(batched[i : i + 1], single, atol=1e-4), (name, i)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_references_match_single_at_default_stft():
+    torch.manual_seed(1)
+    model = build_model("usef_conformer", separator_args=dict(num_layers=1)).eval()
+    lengths = torch.tensor([8000, 6001, 4097])
+    reference = torch.randn(3, 8000)
+    mixture = torch.randn(3, 8000)
+    with torch.no_grad():
+        batched = model(mixture, reference, reference_lengths=lengths)
+        for i, n in enumerate(lengths.tolist()):
+            assert torch.allclose(batched[i], model(mixture[i : i + 1], reference[i : i + 1, :n])[0], atol=1e-4)
+
+
+def test_reference_lengths_are_checked():
+    model = build_model("usef_conformer", preset="tiny").eval()
+    with pytest.raises(ValueError, match="reference_lengths"):
+        model(torch.randn(2, 4000), torch.randn(2, 4000), reference_lengths=torch.tensor([4000, 5000]))
 
 
 @pytest.mark.parametrize("name", NAMES)

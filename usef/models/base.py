@@ -160,39 +160,42 @@ class TargetSpeakerExtractor(nn.Module):
         return self.stft.decode(separated, length)
 
     def encode_reference(self, reference: torch.Tensor, lengths: Optional[torch.Tensor] = None):
-        """Shared-encoder features of references, each item normalised on its valid samples.
+        """Shared-encoder features of (possibly zero-padded) references.
+
+        Each item is normalised on its valid samples; the right STFT edge of each item gets the
+        same reflection padding it would get alone, padded frames are zeroed before the conv and
+        left out of the normalisation statistics. So a padded batch gives every item exactly
+        the features it gets alone (up to float rounding), in one batched pass.
 
         Shape:
-            ``(B, T_ref)`` samples -> features ``(B, C, T_ref, F)`` frames and their valid frame
-            counts ``(B,)``.
-        """
-        spec, _ = self.encode(reference, lengths)
-        if lengths is None:
-            frame_lengths = torch.full((reference.shape[0],), spec.shape[2], device=reference.device)
-        else:
-            frame_lengths = lengths.to(reference.device) // self.stft.hop_length + 1
-        return self.encoder(spec), frame_lengths
-
-    def per_reference(
-        self,
-        reference: torch.Tensor,
-        reference_lengths: Optional[torch.Tensor],
-        fn: Callable[[torch.Tensor, Optional[torch.Tensor]], Sequence[torch.Tensor]],
-    ) -> list[list[torch.Tensor]]:
-        """Apply ``fn`` to the batch, or item by item when the references are padded.
-
-        Padded items are run alone on their own samples, so STFT edges and normalisation
-        statistics are exactly those of the unpadded reference (batch == single). The reference
-        side is one conv layer and a few projections: the loop costs little.
+            ``(B, T_ref)`` samples and ``(B,)`` valid samples -> features ``(B, C, T_ref, F)``
+            frames, valid frame counts ``(B,)`` and a ``(B, T_ref)`` frame mask (None when
+            nothing is padded).
         """
         if reference.dim() != 2:
             raise ValueError(f"reference must be (B, T_ref), got shape {tuple(reference.shape)}")
         batch, total = reference.shape
-        if reference_lengths is None or bool((reference_lengths == total).all()):
-            return [list(fn(reference, None))]
-        if reference_lengths.shape != (batch,):
-            raise ValueError(f"reference_lengths must be (B,) = ({batch},), got {tuple(reference_lengths.shape)}")
-        if bool((reference_lengths <= 0).any()) or bool((reference_lengths > total).any()):
-            raise ValueError(f"reference_lengths must be in 1..{total}, got {reference_lengths.tolist()}")
-        return [list(fn(reference[i : i + 1, : int(n)], None)) for i, n in enumerate(reference_lengths.tolist())]
-
+        if lengths is None or bool((lengths == total).all()):
+            spec, _ = self.encode(reference)
+            frame_lengths = torch.full((batch,), spec.shape[2], device=reference.device, dtype=torch.long)
+            return self.encoder(spec), frame_lengths, None
+        lengths = lengths.to(reference.device).long()
+        if lengths.shape != (batch,):
+            raise ValueError(f"reference_lengths must be (B,) = ({batch},), got {tuple(lengths.shape)}")
+        edge = self.stft.n_fft // 2
+        if bool((lengths <= edge).any()) or bool((lengths > total).any()):
+            raise ValueError(f"reference_lengths must be in {edge + 1}..{total}, got {lengths.tolist()}")
+        normalised, _ = normalise(reference.float(), lengths)
+        # Write each item's reflection padding after its last valid sample, as torch.stft(center=True)
+        # does at the end of an unpadded signal (reflection excludes the edge sample).
+        positions = torch.arange(total + edge, device=reference.device)[None, :]
+        valid_len = lengths[:, None]
+        source = torch.where(positions < valid_len, positions, 2 * valid_len - 2 - positions).clamp(0, total - 1)
+        extended = torch.gather(normalised, 1, source) * (positions < valid_len + edge)
+        spec = self.stft.encode(extended)
+        frame_lengths = lengths // self.stft.hop_length + 1
+        frames = spec.shape[2]
+        frame_mask = torch.arange(frames, device=reference.device)[None, :] < frame_lengths[:, None]
+        spec = spec * frame_mask[:, None, :, None]
+        # (B, 2, T_ref, F), padded frames zero
+        return self.encoder(spec, frame_mask), frame_lengths, frame_mask

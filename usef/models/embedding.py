@@ -94,12 +94,8 @@ class EmbeddingExtractor(TargetSpeakerExtractor):
         if reference is None:
             raise ValueError("pass reference= (a recording of the target speaker) or embedding=")
 
-        def pooled(ref: torch.Tensor, lengths: Optional[torch.Tensor]):
-            features, frame_lengths = self.encode_reference(ref, lengths)
-            return (self.speaker_encoder(features, frame_lengths),)
-
-        parts = self.per_reference(reference, reference_lengths, pooled)
-        return {"embedding": torch.cat([p[0] for p in parts])}
+        features, frame_lengths, _ = self.encode_reference(reference, reference_lengths)
+        return {"embedding": self.speaker_encoder(features, frame_lengths)}
         # (B, E)
 
     def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from torch.nn import functional as F_
-
 from usef.models.base import Condition, TargetSpeakerExtractor, build_separator
-from usef.modules.cross_attention import FullBandAttention, lengths_to_padding_mask
+from usef.modules.cross_attention import FullBandAttention
 
 
 class UsefExtractor(TargetSpeakerExtractor):
@@ -83,25 +81,14 @@ class UsefExtractor(TargetSpeakerExtractor):
         if reference is None:
             raise ValueError("USEF models need a reference recording of the target speaker")
 
-        def keys_values(ref: torch.Tensor, lengths: Optional[torch.Tensor]):
-            features, _ = self.encode_reference(ref, lengths)
-            # (B, C, T_ref, F)
-            return self.cross_attention.project_key_value(features)
-
-        parts = self.per_reference(reference, reference_lengths, keys_values)
-        if len(parts) == 1:
-            keys, values = parts[0]
-            return {"keys": keys, "values": values}
-        frames = torch.tensor([p[0].shape[2] for p in parts], device=reference.device)
-        longest = int(frames.max())
-
-        def pad(t: torch.Tensor) -> torch.Tensor:
-            return F_.pad(t, (0, 0, 0, longest - t.shape[2]))
-
-        keys = torch.cat([pad(p[0]) for p in parts])
-        values = torch.cat([pad(p[1]) for p in parts])
+        features, frame_lengths, frame_mask = self.encode_reference(reference, reference_lengths)
+        # (B, C, T_ref, F)
+        keys, values = self.cross_attention.project_key_value(features)
         # keys (B, L, T_ref, E*F), values (B, L, T_ref, (C/L)*F)
-        return {"keys": keys, "values": values, "padding_mask": lengths_to_padding_mask(frames, longest)}
+        condition = {"keys": keys, "values": values}
+        if frame_mask is not None:
+            condition["padding_mask"] = ~frame_mask
+        return condition
 
     def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:
         # features (B, C, T_mix, F)

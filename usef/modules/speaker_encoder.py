@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from usef.modules.encoder import masked_group_norm
+
 
 class _ResidualConv(nn.Module):
     def __init__(self, dim: int, kernel_size: int) -> None:
@@ -20,8 +22,13 @@ class _ResidualConv(nn.Module):
         self.act = nn.PReLU(dim)
         self.norm = nn.GroupNorm(1, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.norm(self.act(self.conv(x)))
+    def forward(self, x: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = self.act(self.conv(x))
+        if frame_mask is None:
+            return x + self.norm(y)
+        # padded frames are zeroed so the next conv sees what an unpadded item sees at its edge
+        y = masked_group_norm(y, frame_mask, self.norm.weight, self.norm.bias, self.norm.eps)
+        return (x + y) * frame_mask[:, None, :].to(y.dtype)
 
 
 class SpeakerEncoder(nn.Module):
@@ -44,19 +51,25 @@ class SpeakerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.input = nn.Conv1d(in_channels * num_bins, hidden, 1)
-        self.blocks = nn.Sequential(*(_ResidualConv(hidden, 3) for _ in range(num_blocks)))
+        self.blocks = nn.ModuleList(_ResidualConv(hidden, 3) for _ in range(num_blocks))
         self.output = nn.Linear(hidden, embedding_dim)
 
     def forward(self, features: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         batch, channels, frames, bins = features.shape
         x = features.permute(0, 1, 3, 2).reshape(batch, channels * bins, frames)
         # (B, C*F, T_ref)
-        x = self.blocks(self.input(x))
+        valid = None
+        if frame_lengths is not None:
+            valid = (torch.arange(frames, device=x.device)[None, :] < frame_lengths[:, None]).to(x.dtype)
+        x = self.input(x)
+        if valid is not None:
+            x = x * valid[:, None, :]
+        for block in self.blocks:
+            x = block(x, valid)
         # (B, hidden, T_ref)
-        if frame_lengths is None:
+        if valid is None:
             pooled = x.mean(dim=-1)
         else:
-            valid = (torch.arange(frames, device=x.device)[None, :] < frame_lengths[:, None]).to(x.dtype)
             pooled = (x * valid[:, None, :]).sum(-1) / valid.sum(-1, keepdim=True).clamp_min(1.0)
         return self.output(pooled)
         # (B, E)
