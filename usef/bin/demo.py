@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mixture, rate = load_audio(paths["mixture"], "mixture")
     target, _ = load_audio(paths["target"], "target")
     estimate = extractor.extract(str(paths["mixture"]), str(paths["reference"]))
-    write_audio(args.output, estimate, rate)
+    write_audio(args.output, estimate, rate, float_wav=True)  # float: no clipping of loud estimates
     before, after = si_sdr(mixture, target), si_sdr(estimate, target)
     print(f"model: {extractor.name}")
     print(f"mixture SI-SDR {before:6.2f} dB -> estimate SI-SDR {after:6.2f} dB: SI-SDRi {after - before:+.2f} dB")
