@@ -23,6 +23,10 @@ import sys
 import time
 
 
+# Published counterparts, for the parameter comparison the issue asks to print.
+RELEASED = {"usef_tfgridnet": "15.64 M (computed from the released USEF-TFGridNet config, USEF_FACTS.md 1.1)"}
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -128,6 +132,12 @@ def main() -> int:
     import torch
 
     names = args.models or list_models()
+    for name in names:
+        if name in RELEASED:
+            from usef.models import build_model
+
+            ours = sum(p.numel() for p in build_model(name).parameters())
+            print(f"{name}: {ours / 1e6:.2f} M parameters; released model: {RELEASED[name]}")
     results = []
     configs = [("cpu", t, "fp32") for t in args.threads]
     if torch.cuda.is_available():

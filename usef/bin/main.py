@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "train": "train a model",
     "average": "average checkpoints into one model",
     "demo": "run the bundled example with the bundled default model",
+    "compare": "compare two eval folders item by item (bootstrap CI, Wilcoxon)",
 }
 
 USAGE = """usage: usef [--version] [-h] <command> [<args>]
