@@ -83,7 +83,7 @@ def test_batch_equals_single_with_mixed_reference_lengths(name):
 
 def test_batched_references_match_single_at_default_stft():
     torch.manual_seed(1)
-    model = build_model("usef_conformer", separator_args=dict(num_layers=1)).eval()
+    model = build_model("usef_conformer", separator_args={"num_layers": 1}).eval()
     lengths = torch.tensor([8000, 6001, 4097])
     reference = torch.randn(3, 8000)
     mixture = torch.randn(3, 8000)

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 
-
 # Published counterparts, for the parameter comparison the issue asks to print.
 RELEASED = {"usef_tfgridnet": "15.64 M (computed from the released USEF-TFGridNet config, USEF_FACTS.md 1.1)"}
 
@@ -127,9 +126,9 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    from usef.models import list_models
-
     import torch
+
+    from usef.models import list_models
 
     names = args.models or list_models()
     for name in names:

@@ -15,7 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from usef.data.dynamic_mix import DynamicMixDataset, SpeakerCorpus, make_fixed_examples, write_eval_set
+from usef.data.dynamic_mix import (
+    DynamicMixDataset,
+    SpeakerCorpus,
+    make_fixed_examples,
+    write_eval_set,
+)
 from usef.data.splits import read_speaker_list
 
 ROOT = Path(__file__).resolve().parents[1]

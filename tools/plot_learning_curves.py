@@ -45,8 +45,8 @@ def svg_plot(curves: list[tuple[str, list[tuple[float, float]]]], title: str) ->
     def py(y: float) -> float:
         return top + (height - top - bottom) * (y_hi - y) / (y_hi - y_lo)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           f'font-size="12"><rect width="100%" height="100%" fill="white"/>'),
            f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>']
     for k in range(6):
         y = y_lo + (y_hi - y_lo) * k / 5

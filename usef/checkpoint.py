@@ -12,7 +12,7 @@ import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import yaml
@@ -34,7 +34,7 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt or does not match its config."""
 
 
-def checkpoint_config(model: torch.nn.Module, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def checkpoint_config(model: torch.nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config written beside the weights."""
     config = {
         "format": FORMAT_VERSION,
@@ -64,7 +64,7 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save_pretrained(model: torch.nn.Module, directory: PathLike, extra: Optional[dict[str, Any]] = None) -> Path:
+def save_pretrained(model: torch.nn.Module, directory: PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.yaml`` into ``directory`` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def read_config(directory: PathLike) -> dict[str, Any]:
 
 
 def load_pretrained(
-    directory: PathLike, device: Optional[Union[str, torch.device]] = None, strict: bool = True
+    directory: PathLike, device: str | torch.device | None = None, strict: bool = True
 ) -> torch.nn.Module:
     """Rebuild a model written by :func:`save_pretrained`, in eval mode.
 

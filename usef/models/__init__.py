@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from usef.models.base import SEPARATORS, TargetSpeakerExtractor
 from usef.models.embedding import EmbeddingExtractor
@@ -20,27 +20,27 @@ from usef.models.usef import UsefExtractor
 
 # Released USEF-TFGridNet (8 kHz): STFT 128/64, C = 128, CMHA 4 heads E = 8, six v2 blocks with
 # D = 256, H = 256 (USEF_FACTS.md §1.1), complex spectral mapping.
-_TFGRIDNET_8K = dict(
-    sample_rate=8000, n_fft=128, hop_length=64, encoder_channels=128, spectral_output="mapping",
-    separator="tfgridnet",
-    separator_args=dict(channels=256, num_blocks=6, hidden=256, num_heads=4, qk_channels=8),
-)
+_TFGRIDNET_8K = {
+    "sample_rate": 8000, "n_fft": 128, "hop_length": 64, "encoder_channels": 128, "spectral_output": "mapping",
+    "separator": "tfgridnet",
+    "separator_args": {"channels": 256, "num_blocks": 6, "hidden": 256, "num_heads": 4, "qk_channels": 8},
+}
 # CPU-class model: 32 ms / 16 ms frames (62.5 frames/s) keep the sequence short; a narrow
 # shared encoder (C = 16) keeps the frame vector (2C x F) small; complex mask output learns
 # faster than mapping on a small budget.
-_CONFORMER_8K = dict(
-    sample_rate=8000, n_fft=256, hop_length=128, encoder_channels=16, spectral_output="mask",
-    separator="conformer",
-    separator_args=dict(dim=192, num_layers=6, num_heads=4, ffn_dim=384, kernel_size=15, dropout=0.0),
-)
-_TINY_TFGRIDNET = dict(
-    n_fft=64, hop_length=32, encoder_channels=8,
-    separator_args=dict(channels=16, num_blocks=1, hidden=8, num_heads=2, qk_channels=2),
-)
-_TINY_CONFORMER = dict(
-    n_fft=64, hop_length=32, encoder_channels=4,
-    separator_args=dict(dim=16, num_layers=1, num_heads=2, ffn_dim=32, kernel_size=3, dropout=0.0),
-)
+_CONFORMER_8K = {
+    "sample_rate": 8000, "n_fft": 256, "hop_length": 128, "encoder_channels": 16, "spectral_output": "mask",
+    "separator": "conformer",
+    "separator_args": {"dim": 192, "num_layers": 6, "num_heads": 4, "ffn_dim": 384, "kernel_size": 15, "dropout": 0.0},
+}
+_TINY_TFGRIDNET = {
+    "n_fft": 64, "hop_length": 32, "encoder_channels": 8,
+    "separator_args": {"channels": 16, "num_blocks": 1, "hidden": 8, "num_heads": 2, "qk_channels": 2},
+}
+_TINY_CONFORMER = {
+    "n_fft": 64, "hop_length": 32, "encoder_channels": 4,
+    "separator_args": {"dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "kernel_size": 3, "dropout": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,12 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "embedding_tfgridnet": ModelSpec(
         EmbeddingExtractor, dict(_TFGRIDNET_8K, fusion="multiply", embedding_source="joint", embedding_dim=256),
-        {"tiny": dict(_TINY_TFGRIDNET, embedding_dim=8, speaker_encoder_args=dict(hidden=8, num_blocks=1))},
+        {"tiny": dict(_TINY_TFGRIDNET, embedding_dim=8, speaker_encoder_args={"hidden": 8, "num_blocks": 1})},
         "TF-GridNet conditioned on a jointly trained speaker embedding",
     ),
     "embedding_conformer": ModelSpec(
         EmbeddingExtractor, dict(_CONFORMER_8K, fusion="multiply", embedding_source="joint", embedding_dim=256),
-        {"tiny": dict(_TINY_CONFORMER, embedding_dim=8, speaker_encoder_args=dict(hidden=8, num_blocks=1))},
+        {"tiny": dict(_TINY_CONFORMER, embedding_dim=8, speaker_encoder_args={"hidden": 8, "num_blocks": 1})},
         "Conformer conditioned on a jointly trained speaker embedding",
     ),
     "dvector_conformer": ModelSpec(
@@ -96,7 +96,7 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def model_arguments(name: str, preset: Optional[str] = None, **overrides: Any) -> dict[str, Any]:
+def model_arguments(name: str, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
     """The full constructor arguments of ``name`` with ``preset`` and ``overrides`` applied.
 
     ``separator_args`` and ``speaker_encoder_args`` are merged key by key, so an override may
@@ -127,7 +127,7 @@ def model_arguments(name: str, preset: Optional[str] = None, **overrides: Any) -
     return args
 
 
-def build_model(name: str, preset: Optional[str] = None, **overrides: Any) -> TargetSpeakerExtractor:
+def build_model(name: str, preset: str | None = None, **overrides: Any) -> TargetSpeakerExtractor:
     """Build the registered model ``name`` (its documented default when called with no overrides).
 
     Raises:
@@ -140,6 +140,12 @@ def build_model(name: str, preset: Optional[str] = None, **overrides: Any) -> Ta
 
 
 __all__ = [
-    "MODELS", "ModelSpec", "TargetSpeakerExtractor", "UsefExtractor", "EmbeddingExtractor",
-    "build_model", "list_models", "model_arguments",
+    "MODELS",
+    "EmbeddingExtractor",
+    "ModelSpec",
+    "TargetSpeakerExtractor",
+    "UsefExtractor",
+    "build_model",
+    "list_models",
+    "model_arguments",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ def build_separator(kind: str, in_channels: int, num_bins: int, args: dict[str, 
     return SEPARATORS[kind](in_channels=in_channels, **args)
 
 
-def normalise(wave: torch.Tensor, lengths: Optional[torch.Tensor] = None, eps: float = 1e-8):
+def normalise(wave: torch.Tensor, lengths: torch.Tensor | None = None, eps: float = 1e-8):
     """Divide each item by its standard deviation over its valid samples.
 
     Shape:
@@ -80,7 +81,7 @@ class TargetSpeakerExtractor(nn.Module):
         sample_rate: int,
         n_fft: int,
         hop_length: int,
-        win_length: Optional[int],
+        win_length: int | None,
         encoder_channels: int,
         spectral_output: str,
     ) -> None:
@@ -95,17 +96,17 @@ class TargetSpeakerExtractor(nn.Module):
 
     # -- the contract ---------------------------------------------------------------------
     needs_reference: bool = True
-    embedding_dim: Optional[int] = None
+    embedding_dim: int | None = None
 
     @property
     def min_reference_samples(self) -> int:
-        return int(round(self.min_reference_seconds * self.sample_rate))
+        return round(self.min_reference_seconds * self.sample_rate)
 
     def prepare_condition(
         self,
-        reference: Optional[torch.Tensor] = None,
-        reference_lengths: Optional[torch.Tensor] = None,
-        embedding: Optional[torch.Tensor] = None,
+        reference: torch.Tensor | None = None,
+        reference_lengths: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> Condition:
         """Everything the model needs from the reference, computed once (reused across chunks)."""
         raise NotImplementedError
@@ -117,9 +118,9 @@ class TargetSpeakerExtractor(nn.Module):
     def forward(
         self,
         mixture: torch.Tensor,
-        reference: Optional[torch.Tensor] = None,
-        reference_lengths: Optional[torch.Tensor] = None,
-        embedding: Optional[torch.Tensor] = None,
+        reference: torch.Tensor | None = None,
+        reference_lengths: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.extract(mixture, self.prepare_condition(reference, reference_lengths, embedding))
 
@@ -138,14 +139,14 @@ class TargetSpeakerExtractor(nn.Module):
         return self.decode(separated, spec, length) * scale
         # (B, T_mix)
 
-    def save_pretrained(self, directory, extra: Optional[dict[str, Any]] = None):
+    def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
         """Write ``model.safetensors`` + ``config.yaml`` into ``directory`` (see :mod:`usef.checkpoint`)."""
         from usef.checkpoint import save_pretrained  # lazy: checkpoint builds models
 
         return save_pretrained(self, directory, extra)
 
     # -- the fixed stages -------------------------------------------------------------------
-    def encode(self, wave: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+    def encode(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
         """Normalised STFT ``(B, 2, T, F)`` and the per-item scale ``(B, 1)``."""
         normalised, scale = normalise(wave.float(), lengths)
         return self.stft.encode(normalised), scale
@@ -159,7 +160,7 @@ class TargetSpeakerExtractor(nn.Module):
             separated = torch.stack((real, imag), dim=1)
         return self.stft.decode(separated, length)
 
-    def encode_reference(self, reference: torch.Tensor, lengths: Optional[torch.Tensor] = None):
+    def encode_reference(self, reference: torch.Tensor, lengths: torch.Tensor | None = None):
         """Shared-encoder features of (possibly zero-padded) references.
 
         Each item is normalised on its valid samples; the right STFT edge of each item gets the

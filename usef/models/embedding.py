@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -42,14 +42,14 @@ class EmbeddingExtractor(TargetSpeakerExtractor):
         sample_rate: int = 8000,
         n_fft: int = 128,
         hop_length: int = 64,
-        win_length: Optional[int] = None,
+        win_length: int | None = None,
         encoder_channels: int = 128,
         fusion: str = "multiply",
         embedding_source: str = "joint",
         embedding_dim: int = 256,
-        speaker_encoder_args: Optional[dict[str, Any]] = None,
+        speaker_encoder_args: dict[str, Any] | None = None,
         separator: str = "tfgridnet",
-        separator_args: Optional[dict[str, Any]] = None,
+        separator_args: dict[str, Any] | None = None,
         spectral_output: str = "mapping",
     ) -> None:
         super().__init__(sample_rate, n_fft, hop_length, win_length, encoder_channels, spectral_output)
@@ -67,18 +67,18 @@ class EmbeddingExtractor(TargetSpeakerExtractor):
         )
         self.fusion = EmbeddingFusion(fusion, encoder_channels, embedding_dim)
         self.separator = build_separator(separator, self.fusion.out_channels, self.stft.num_bins, separator_args)
-        self.config = dict(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-            encoder_channels=encoder_channels, fusion=fusion, embedding_source=embedding_source,
-            embedding_dim=embedding_dim, speaker_encoder_args=speaker_encoder_args, separator=separator,
-            separator_args=separator_args, spectral_output=spectral_output,
-        )
+        self.config = {
+            "sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "win_length": win_length,
+            "encoder_channels": encoder_channels, "fusion": fusion, "embedding_source": embedding_source,
+            "embedding_dim": embedding_dim, "speaker_encoder_args": speaker_encoder_args, "separator": separator,
+            "separator_args": separator_args, "spectral_output": spectral_output,
+        }
 
     def prepare_condition(
         self,
-        reference: Optional[torch.Tensor] = None,
-        reference_lengths: Optional[torch.Tensor] = None,
-        embedding: Optional[torch.Tensor] = None,
+        reference: torch.Tensor | None = None,
+        reference_lengths: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> Condition:
         if embedding is not None:
             if embedding.dim() != 2 or embedding.shape[1] != self.embedding_dim:

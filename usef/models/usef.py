@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
+
 from usef.models.base import Condition, TargetSpeakerExtractor, build_separator
 from usef.modules.cross_attention import FullBandAttention
 
@@ -49,12 +50,12 @@ class UsefExtractor(TargetSpeakerExtractor):
         sample_rate: int = 8000,
         n_fft: int = 128,
         hop_length: int = 64,
-        win_length: Optional[int] = None,
+        win_length: int | None = None,
         encoder_channels: int = 128,
         attention_heads: int = 4,
         attention_qk_channels: int = 8,
         separator: str = "tfgridnet",
-        separator_args: Optional[dict[str, Any]] = None,
+        separator_args: dict[str, Any] | None = None,
         spectral_output: str = "mapping",
     ) -> None:
         super().__init__(sample_rate, n_fft, hop_length, win_length, encoder_channels, spectral_output)
@@ -63,25 +64,25 @@ class UsefExtractor(TargetSpeakerExtractor):
             encoder_channels, attention_heads, attention_qk_channels, residual=False
         )
         self.separator = build_separator(separator, 2 * encoder_channels, self.stft.num_bins, separator_args)
-        self.config = dict(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-            encoder_channels=encoder_channels, attention_heads=attention_heads,
-            attention_qk_channels=attention_qk_channels, separator=separator,
-            separator_args=separator_args, spectral_output=spectral_output,
-        )
+        self.config = {
+            "sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "win_length": win_length,
+            "encoder_channels": encoder_channels, "attention_heads": attention_heads,
+            "attention_qk_channels": attention_qk_channels, "separator": separator,
+            "separator_args": separator_args, "spectral_output": spectral_output,
+        }
 
     def prepare_condition(
         self,
-        reference: Optional[torch.Tensor] = None,
-        reference_lengths: Optional[torch.Tensor] = None,
-        embedding: Optional[torch.Tensor] = None,
+        reference: torch.Tensor | None = None,
+        reference_lengths: torch.Tensor | None = None,
+        embedding: torch.Tensor | None = None,
     ) -> Condition:
         if embedding is not None:
             raise ValueError("USEF models are embedding-free: pass reference=, not embedding=")
         if reference is None:
             raise ValueError("USEF models need a reference recording of the target speaker")
 
-        features, frame_lengths, frame_mask = self.encode_reference(reference, reference_lengths)
+        features, _frame_lengths, frame_mask = self.encode_reference(reference, reference_lengths)
         # (B, C, T_ref, F)
         keys, values = self.cross_attention.project_key_value(features)
         # keys (B, L, T_ref, E*F), values (B, L, T_ref, (C/L)*F)

@@ -20,8 +20,6 @@ Deviations from the released USEF / TF-GridNet code, on purpose:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 from torch.nn import functional as F_
@@ -109,7 +107,7 @@ class FullBandAttention(nn.Module):
         query: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        key_padding_mask: Optional[torch.Tensor] = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention from query frames to pre-projected keys/values (see :meth:`project_key_value`)."""
         batch, channels, frames, bins = query.shape
@@ -131,7 +129,7 @@ class FullBandAttention(nn.Module):
         self,
         query: torch.Tensor,
         key_value: torch.Tensor,
-        key_padding_mask: Optional[torch.Tensor] = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         keys, values = self.project_key_value(key_value)
         return self.attend(query, keys, values, key_padding_mask)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -50,7 +48,7 @@ class FeatureEncoder(nn.Module):
         self.conv = nn.Conv2d(2, channels, kernel_size, padding=kernel_size // 2)
         self.norm = nn.GroupNorm(1, channels, eps=1e-5)
 
-    def forward(self, spec: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, spec: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         # (B, 2, T, F)
         features = self.conv(spec)
         if frame_mask is None:

@@ -7,8 +7,6 @@ Linear to the embedding size. It learns with the extractor, from scratch.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -22,7 +20,7 @@ class _ResidualConv(nn.Module):
         self.act = nn.PReLU(dim)
         self.norm = nn.GroupNorm(1, dim)
 
-    def forward(self, x: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         y = self.act(self.conv(x))
         if frame_mask is None:
             return x + self.norm(y)
@@ -54,7 +52,7 @@ class SpeakerEncoder(nn.Module):
         self.blocks = nn.ModuleList(_ResidualConv(hidden, 3) for _ in range(num_blocks))
         self.output = nn.Linear(hidden, embedding_dim)
 
-    def forward(self, features: torch.Tensor, frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
         batch, channels, frames, bins = features.shape
         x = features.permute(0, 1, 3, 2).reshape(batch, channels * bins, frames)
         # (B, C*F, T_ref)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -25,7 +23,7 @@ class STFTCodec(nn.Module):
         - decode: ``(B, 2, T_frames, F)`` -> ``(B, T)``.
     """
 
-    def __init__(self, n_fft: int = 256, hop_length: int = 128, win_length: Optional[int] = None) -> None:
+    def __init__(self, n_fft: int = 256, hop_length: int = 128, win_length: int | None = None) -> None:
         super().__init__()
         win_length = win_length or n_fft
         if not 0 < hop_length <= win_length <= n_fft:
