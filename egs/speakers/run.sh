@@ -101,27 +101,6 @@ fi
 
 if run_stage 5; then
   echo "stage 5: $exp/RESULTS.md"
-  "${launcher[@]}" - "$exp/eval_heldout/summary.json" "$exp/RESULTS.md" "$conf" "$model_dir" <<'PY'
-import json, sys
-summary_path, out_path, conf, model = sys.argv[1:5]
-with open(summary_path, encoding="utf-8") as handle:
-    summary = json.load(handle)
-metrics = summary.get("metrics", {})
-def cell(value):
-    return "n/a" if value is None or value != value else f"{value:.2f}"
-lines = [f"# Held-out speakers: {conf}", "", f"model: `{model}`", "",
-         "| metric | mean | 95 % CI | median | n |", "| --- | --- | --- | --- | --- |"]
-for name in ("si_sdr_imp", "sdr_imp", "si_sdr", "sdr", "pesq", "stoi"):
-    if name in metrics:
-        m = metrics[name]
-        lines.append(f"| {name} | {cell(m['mean'])} | [{cell(m['ci95_low'])}, {cell(m['ci95_high'])}] "
-                     f"| {cell(m['median'])} | {m['n']} |")
-for name in ("failure_rate", "confusion_rate"):
-    if summary.get(name) is not None:
-        lines.append(f"| {name} | {cell(100 * summary[name])} % | | | |")
-lines += ["", f"items: {summary.get('n_items')}, errors: {summary.get('n_failed_items')}", ""]
-with open(out_path, "w", encoding="utf-8") as handle:
-    handle.write("\n".join(lines))
-print("\n".join(lines))
-PY
+  "${launcher[@]}" -m usef.bin.results "$exp/eval_heldout/summary.json" --out "$exp/RESULTS.md" \
+    --title "Held-out speakers: $conf" --model "$model_dir"
 fi

@@ -7,7 +7,6 @@ Exit codes: 0 every item evaluated, 1 some items failed (see failures.csv),
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import sys
@@ -17,6 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from usef.data.librimix import (
+    make_enrollment_list,
+    metadata_path,
+    read_enrollment_list,
+    read_metadata,
+    write_enrollment_list,
+)
 from usef.evaluate import METRIC_COLUMNS, evaluate_list, read_eval_list
 
 logger = logging.getLogger("usef.eval")
@@ -30,19 +36,13 @@ examples:
   usef eval --libri2mix /data/Libri2Mix --subset test --sample-rate 8000 --mode min \\
       --mix-type mix_clean --out-dir exp/eval_l2m --no-pesq
 
+  # dev set with the recipe's stage-1 list (mixture_ID,target_index,reference_path)
+  usef eval --libri2mix /data/Libri2Mix --subset dev --enrollment exp/dev_enrollment.csv \
+      --out-dir exp/eval_dev
+
 outputs in --out-dir: metrics.csv, failures.csv, summary.json, estimates/<id>.wav
-(and enrollment.csv for --libri2mix, reused on later runs)
+(and enrollment.csv for --libri2mix without --enrollment, reused on later runs)
 """
-
-ENROLLMENT_COLUMNS = (
-    "id",
-    "mixture_id",
-    "target_utterance",
-    "speaker",
-    "reference_utterance",
-    "reference",
-)
-
 
 # mix_single holds one talker only, so it has no second target
 MIX_TYPES = ("mix_clean", "mix_both")
@@ -93,34 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mode", default="min", choices=("min", "max"), help="LibriMix mode")
     add("--mix-type", default="mix_clean", choices=MIX_TYPES, help="mixture type")
     add("--seed", type=int, default=0, help="seed of the enrollment draw")
+    add(
+        "--enrollment",
+        type=Path,
+        metavar="CSV",
+        default=None,
+        help="existing enrollment list (mixture_ID,target_index,reference_path), "
+        "e.g. the recipe's; default OUT_DIR/enrollment.csv, drawn on the first run",
+    )
     return parser
-
-
-def _speaker(utterance: str) -> str:
-    # LibriSpeech names are speaker-chapter-utterance
-    return utterance.split("-")[0]
-
-
-def _pick(constructed: Path, listed: str | None) -> Path:
-    """Prefer the standard layout; metadata paths are often absolute paths of the generating machine."""
-    if constructed.exists() or not listed:
-        return constructed
-    listed_path = Path(listed)
-    return listed_path if listed_path.exists() else constructed
-
-
-def _read_enrollment(path: Path, root: Path) -> dict[str, Path]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if (
-            not reader.fieldnames
-            or "id" not in reader.fieldnames
-            or "reference" not in reader.fieldnames
-        ):
-            raise UsageError(
-                f"{path}: not an enrollment list (needs columns id, reference)"
-            )
-        return {row["id"]: (root / row["reference"]) for row in reader}
 
 
 def libri2mix_items(
@@ -129,129 +110,61 @@ def libri2mix_items(
     sample_rate: int,
     mode: str,
     mix_type: str,
-    out_dir: Path,
+    enrollment: Path,
     seed: int,
 ) -> list[dict[str, str]]:
-    """Two items per mixture (each source as target), references from a seeded enrollment list.
+    """Two items per mixture (each source as target, id ``<mixture_ID>_s<k+1>``),
+    sorted by mixture ID, references from a ``usef.data.librimix`` enrollment list.
 
-    The reference of a target utterance is another utterance of the same speaker
-    drawn from the subset's source files. The draw is written to
-    ``out_dir/enrollment.csv`` on the first run and read back on later runs, so
-    repeated evaluations use the same references.
+    ``enrollment`` is read if it exists; otherwise ``make_enrollment_list(rows, seed)``
+    (another utterance of the target's speaker per target) is written there, so
+    later runs, training's dev lists and this command share one format and reuse
+    one draw. Raises UsageError when the metadata is missing or the list lacks a target.
     """
-    base = root / f"wav{sample_rate // 1000}k" / mode
-    meta = base / "metadata" / f"mixture_{subset}_{mix_type}.csv"
+    # absolute root: the list stores paths relative to it and must resolve from any cwd
+    root = Path(root).resolve()
+    meta = metadata_path(root, sample_rate, mode, subset, mix_type)
     if not meta.is_file():
         raise UsageError(f"Libri2Mix metadata not found: {meta}")
-    with open(meta, newline="", encoding="utf-8") as handle:
-        rows = sorted(csv.DictReader(handle), key=lambda r: r.get("mixture_ID", ""))
-    if not rows or "mixture_ID" not in rows[0]:
-        raise UsageError(
-            f"{meta}: expected a non-empty LibriMix metadata CSV with a mixture_ID column"
+    rows = read_metadata(meta, root)
+    if any(len(row.sources) != 2 for row in rows):
+        raise UsageError(f"{meta}: expected two sources per mixture (Libri2Mix)")
+
+    if enrollment.is_file():
+        entries = read_enrollment_list(enrollment)
+    else:
+        # drawn over the metadata's own row order, as Libri2MixTSE does, so a
+        # recipe list and this one agree for the same seed
+        entries = make_enrollment_list(rows, seed)
+        enrollment.parent.mkdir(parents=True, exist_ok=True)
+        write_enrollment_list(enrollment, entries, root)
+        logger.info(
+            "wrote %d enrollment pairs (seed %d) to %s", len(entries), seed, enrollment
         )
+    references = {(e.mixture_id, e.target_index): e.reference_path for e in entries}
 
-    mixtures = []
-    pool: dict[str, Path] = {}  # utterance -> one source file holding it
-    for row in rows:
-        utterances = row["mixture_ID"].split("_")
-        if len(utterances) != 2:
-            raise UsageError(
-                f"{meta}: mixture_ID {row['mixture_ID']!r} is not a two-talker id"
-            )
-        sources = [
-            _pick(
-                base / subset / f"s{k + 1}" / f"{row['mixture_ID']}.wav",
-                row.get(f"source_{k + 1}_path"),
-            )
-            for k in range(2)
-        ]
-        mixture = _pick(
-            base / subset / mix_type / f"{row['mixture_ID']}.wav",
-            row.get("mixture_path"),
-        )
-        mixtures.append((row["mixture_ID"], mixture, utterances, sources))
-        for utterance, source in zip(utterances, sources):
-            pool.setdefault(utterance, source)
-
-    by_speaker: dict[str, list[str]] = {}
-    for utterance in sorted(pool):
-        by_speaker.setdefault(_speaker(utterance), []).append(utterance)
-
-    enrollment_path = out_dir / "enrollment.csv"
-    existing = (
-        _read_enrollment(enrollment_path, root) if enrollment_path.is_file() else None
-    )
-    rng = np.random.default_rng(seed)
     items: list[dict[str, str]] = []
-    enrollment: list[dict[str, str]] = []
-    skipped = 0
-    for mixture_id, mixture, utterances, sources in mixtures:
+    for row in sorted(rows, key=lambda r: r.mixture_id):
         for k in range(2):
-            item_id = f"{mixture_id}_s{k + 1}"
-            utterance = utterances[k]
-            candidates = [u for u in by_speaker[_speaker(utterance)] if u != utterance]
-            if existing is not None:
-                if item_id not in existing:
-                    raise UsageError(
-                        f"{enrollment_path} has no entry for {item_id}; delete it or use another --out-dir"
-                    )
-                reference = existing[item_id]
-            elif not candidates:
-                skipped += 1
-                logger.warning(
-                    "speaker %s has a single utterance; skipping %s",
-                    _speaker(utterance),
-                    item_id,
+            item_id = f"{row.mixture_id}_s{k + 1}"
+            stored = references.get((row.mixture_id, k))
+            if stored is None:
+                raise UsageError(
+                    f"{enrollment} has no entry for mixture_ID {row.mixture_id} "
+                    f"target_index {k} ({item_id}); delete it or pass another "
+                    "--enrollment / --out-dir"
                 )
-                continue
-            else:
-                chosen = candidates[int(rng.integers(len(candidates)))]
-                reference = pool[chosen]
-                enrollment.append(
-                    {
-                        "id": item_id,
-                        "mixture_id": mixture_id,
-                        "target_utterance": utterance,
-                        "speaker": _speaker(utterance),
-                        "reference_utterance": chosen,
-                        "reference": _relative(reference, root),
-                    }
-                )
+            reference = Path(stored)
             items.append(
                 {
                     "id": item_id,
-                    "mixture": str(mixture),
-                    "reference": str(reference),
-                    "target": str(sources[k]),
-                    "interferer": str(sources[1 - k]),
+                    "mixture": str(row.mixture_path),
+                    "reference": str(reference if reference.is_absolute() else root / reference),
+                    "target": str(row.sources[k]),
+                    "interferer": str(row.sources[1 - k]),
                 }
             )
-    if existing is None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(enrollment_path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(
-                handle, fieldnames=list(ENROLLMENT_COLUMNS), lineterminator="\n"
-            )
-            writer.writeheader()
-            writer.writerows(enrollment)
-        logger.info(
-            "wrote %d enrollment pairs (seed %d) to %s",
-            len(enrollment),
-            seed,
-            enrollment_path,
-        )
-    if skipped:
-        logger.warning(
-            "skipped %d items without another utterance of their speaker", skipped
-        )
     return items
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(path.relative_to(root))
-    except ValueError:
-        return str(path.resolve())
 
 
 def _format(value: Any) -> str:
@@ -317,13 +230,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample_rate = None
             source: dict[str, Any] = {"list": str(args.list)}
         else:
+            if args.enrollment is not None and not args.enrollment.is_file():
+                raise UsageError(f"--enrollment {args.enrollment}: no such file")
+            enrollment = args.enrollment or args.out_dir / "enrollment.csv"
             items = libri2mix_items(
                 args.libri2mix,
                 args.subset,
                 args.sample_rate,
                 args.mode,
                 args.mix_type,
-                args.out_dir,
+                enrollment,
                 args.seed,
             )
             sample_rate = args.sample_rate
@@ -333,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "sample_rate": args.sample_rate,
                 "mode": args.mode,
                 "mix_type": args.mix_type,
+                "enrollment": str(enrollment),
                 "enrollment_seed": args.seed,
             }
         if not items:

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "average": "average checkpoints into one model",
     "demo": "run the bundled example with the bundled default model",
     "compare": "compare two eval folders item by item (bootstrap CI, Wilcoxon)",
+    "results": "write a Markdown table of an eval summary",
 }
 
 USAGE = """usage: usef [--version] [-h] <command> [<args>]
