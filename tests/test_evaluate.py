@@ -4,6 +4,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,15 @@ import soundfile as sf
 
 import usef
 from usef.bin import eval as eval_cli
+from usef.data.librimix import (
+    Enrollment,
+    Libri2MixTSE,
+    make_enrollment_list,
+    metadata_path,
+    read_enrollment_list,
+    read_metadata,
+    write_enrollment_list,
+)
 from usef.evaluate import evaluate_list, read_eval_list
 
 SR = 8000
@@ -232,22 +242,27 @@ class _FakeModel:
     name = "fake_usef"
     sample_rate = SR
 
+    def __init__(self, seen):
+        self.seen = seen
+
     def extract(self, mixture, reference, sample_rate):
+        self.seen.append((np.asarray(mixture).copy(), np.asarray(reference).copy()))
         return np.asarray(mixture) * 0.5
 
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    calls = []
+    """``calls``: (name, device) per load; ``seen``: (mixture, reference) per extract."""
+    fake = SimpleNamespace(calls=[], seen=[])
 
     def load_model(name, device=None):
-        calls.append((name, device))
+        fake.calls.append((name, device))
         if name != "default":
             raise ValueError(f"unknown model {name!r}")
-        return _FakeModel()
+        return _FakeModel(fake.seen)
 
     monkeypatch.setattr(usef, "load_model", load_model, raising=False)
-    return calls
+    return fake
 
 
 def test_cli_exit_codes(dataset, tmp_path, fake_model, capsys):
@@ -255,7 +270,7 @@ def test_cli_exit_codes(dataset, tmp_path, fake_model, capsys):
     bad.write_text("mixture,target\nm.wav,t.wav\n")
     assert eval_cli.main(["--list", str(bad), "--out-dir", str(tmp_path / "o1")]) == 2
     assert "reference" in capsys.readouterr().err
-    assert fake_model == []  # a bad list is rejected before the model is loaded
+    assert fake_model.calls == []  # a bad list is rejected before the model is loaded
 
     items, _ = dataset
     good = tmp_path / "good.csv"
@@ -298,16 +313,19 @@ def test_cli_exit_codes(dataset, tmp_path, fake_model, capsys):
     assert "usef eval --list eval.csv" in capsys.readouterr().out
 
 
+MIXTURES = [
+    ("19-198-0001", "26-495-0001"),
+    ("19-198-0002", "26-495-0002"),
+    ("19-198-0003", "26-495-0003"),
+]
+
+
 def _fake_libri2mix(root: Path):
-    """Three 2-talker mixtures from two speakers with three utterances each."""
+    """Three 2-talker mixtures from two speakers with three utterances each; the
+    metadata holds absolute paths of the machine that generated it, as LibriMix does."""
     base = root / "wav8k" / "min"
-    names = [
-        ("19-198-0001", "26-495-0001"),
-        ("19-198-0002", "26-495-0002"),
-        ("19-198-0003", "26-495-0003"),
-    ]
     rows = []
-    for i, (u1, u2) in enumerate(names):
+    for i, (u1, u2) in enumerate(MIXTURES):
         mix_id = f"{u1}_{u2}"
         s1, s2 = (
             _speech_like(1.5, 110 + 5 * i),
@@ -316,53 +334,110 @@ def _fake_libri2mix(root: Path):
         _write(base / "test" / "s1" / f"{mix_id}.wav", s1)
         _write(base / "test" / "s2" / f"{mix_id}.wav", s2)
         _write(base / "test" / "mix_clean" / f"{mix_id}.wav", s1 + s2)
+        there = "/elsewhere/Libri2Mix/wav8k/min/test"
         rows.append(
-            f"{mix_id},/elsewhere/{mix_id}.wav,/elsewhere/s1.wav,/elsewhere/s2.wav,12000"
+            f"{mix_id},{there}/mix_clean/{mix_id}.wav,{there}/s1/{mix_id}.wav,"
+            f"{there}/s2/{mix_id}.wav,12000"
         )
     (base / "metadata").mkdir(parents=True)
     (base / "metadata" / "mixture_test_mix_clean.csv").write_text(
         "mixture_ID,mixture_path,source_1_path,source_2_path,length\n"
-        + "\n".join(rows)
+        + "\n".join(rows[::-1])  # not sorted by ID, as in the released lists
         + "\n"
     )
 
 
-def test_cli_libri2mix_enrollment(tmp_path, fake_model):
+def _utterance(reference: Path) -> str:
+    """LibriSpeech id held by a source file ``.../s<k+1>/<mixture_ID>.wav``."""
+    return reference.stem.split("_")[int(reference.parent.name[1:]) - 1]
+
+
+def _libri2mix_argv(root, out, *extra):
+    return ["--libri2mix", str(root), "--subset", "test", "--out-dir", str(out),
+            "--no-pesq", "--no-estimates", *extra]
+
+
+def test_cli_libri2mix_writes_data_layer_enrollment(tmp_path, fake_model):
     root, out = tmp_path / "Libri2Mix", tmp_path / "out"
     _fake_libri2mix(root)
-    argv = [
-        "--libri2mix",
-        str(root),
-        "--subset",
-        "test",
-        "--out-dir",
-        str(out),
-        "--no-pesq",
-        "--seed",
-        "3",
-    ]
+    argv = _libri2mix_argv(root, out, "--seed", "3")
     assert eval_cli.main(argv) == 0
-    enrollment = _read_csv(out / "enrollment.csv")
-    assert len(enrollment) == 6
-    for row in enrollment:
-        assert row["speaker"] == row["target_utterance"].split("-")[0]
-        assert row["reference_utterance"].split("-")[0] == row["speaker"]
-        assert row["reference_utterance"] != row["target_utterance"]
-        assert (root / row["reference"]).is_file()
+    path = out / "enrollment.csv"
+    assert path.read_text().splitlines()[0] == "mixture_ID,target_index,reference_path"
+    entries = read_enrollment_list(path)
+    # the data layer's draw for the same seed, written relative to ROOT
+    rows = read_metadata(metadata_path(root, SR, "min", "test", "mix_clean"), root)
+    assert entries == [
+        Enrollment(e.mixture_id, e.target_index, Path(e.reference_path).relative_to(root).as_posix())
+        for e in make_enrollment_list(rows, seed=3)
+    ]
+    assert sorted((e.mixture_id, e.target_index) for e in entries) == sorted(
+        (f"{u1}_{u2}", k) for u1, u2 in MIXTURES for k in (0, 1)
+    )
+    for e in entries:
+        reference = root / e.reference_path
+        target = e.mixture_id.split("_")[e.target_index]
+        assert reference.is_file()
+        assert _utterance(reference).split("-")[0] == target.split("-")[0]  # same speaker
+        assert _utterance(reference) != target  # another utterance
+
     metrics = {row["id"]: row for row in _read_csv(out / "metrics.csv")}
-    assert len(metrics) == 6 and all(row["error"] == "" for row in metrics.values())
-    assert {row["confused"] for row in metrics.values()} <= {"True", "False"}
+    assert list(metrics) == [f"{u1}_{u2}_s{k}" for u1, u2 in MIXTURES for k in (1, 2)]
+    assert all(row["error"] == "" for row in metrics.values())
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"]["subset"] == "test" and "confusion_rate" in summary
+    assert summary["data"]["enrollment"] == str(path)
 
-    first = (out / "enrollment.csv").read_text()
-    assert (
-        eval_cli.main(argv[:-1] + ["4"]) == 0
-    )  # another seed: the stored draw is reused
-    assert (out / "enrollment.csv").read_text() == first
-    assert (
-        eval_cli.main(
-            ["--libri2mix", str(root), "--subset", "dev", "--out-dir", str(out)]
-        )
-        == 2
+    # the data layer accepts eval's list as is and leaves it unchanged
+    first = path.read_text()
+    dataset = Libri2MixTSE(root, split="test", sample_rate=SR, enrollment=path, seed=99)
+    assert len(dataset) == 6 and path.read_text() == first
+
+    assert eval_cli.main(argv[:-1] + ["4", "--limit", "2"]) == 0  # the stored draw is reused
+    assert path.read_text() == first
+    assert [row["id"] for row in _read_csv(out / "metrics.csv")] == list(metrics)[:2]
+    dev = ["--libri2mix", str(root), "--subset", "dev", "--out-dir", str(out)]
+    assert eval_cli.main(dev) == 2  # no dev metadata
+
+
+def test_cli_libri2mix_accepts_data_layer_list(tmp_path, fake_model, capsys):
+    root = tmp_path / "Libri2Mix"
+    _fake_libri2mix(root)
+    base = root / "wav8k" / "min" / "test"
+    # a hand-made draw: each target's reference is its speaker's source in the next mixture
+    ids = [f"{u1}_{u2}" for u1, u2 in MIXTURES]
+    expected = {
+        (mix, k): base / f"s{k + 1}" / f"{ids[(i + 1) % 3]}.wav"
+        for i, mix in enumerate(ids)
+        for k in (0, 1)
+    }
+    listed = tmp_path / "exp" / "test_enrollment.csv"
+    listed.parent.mkdir()
+    write_enrollment_list(
+        listed, [Enrollment(m, k, str(p)) for (m, k), p in expected.items()], root
     )
+    out = tmp_path / "out"
+    assert eval_cli.main(_libri2mix_argv(root, out, "--enrollment", str(listed))) == 0
+    assert not (out / "enrollment.csv").exists()  # the given list is used, not a new draw
+    assert json.loads((out / "summary.json").read_text())["data"]["enrollment"] == str(listed)
+    # every item was extracted with the reference the list names
+    assert len(fake_model.seen) == 6
+    for (mix, k), reference in expected.items():
+        mixture = sf.read(str(base / "mix_clean" / f"{mix}.wav"), dtype="float32")[0]
+        wanted = sf.read(str(reference), dtype="float32")[0]
+        (got,) = [r for m, r in fake_model.seen if np.array_equal(m, mixture)][k : k + 1]
+        assert np.array_equal(got, wanted)
+
+    # a missing target, a missing file and the old eval format are usage errors
+    write_enrollment_list(
+        listed, [Enrollment(m, k, str(p)) for (m, k), p in expected.items() if k == 0], root
+    )
+    n_loads = len(fake_model.calls)
+    assert eval_cli.main(_libri2mix_argv(root, out, "--enrollment", str(listed))) == 2
+    assert "target_index 1" in capsys.readouterr().err
+    assert eval_cli.main(_libri2mix_argv(root, out, "--enrollment", str(tmp_path / "no.csv"))) == 2
+    assert "no such file" in capsys.readouterr().err
+    listed.write_text("id,mixture_id,target_utterance,speaker,reference_utterance,reference\n")
+    assert eval_cli.main(_libri2mix_argv(root, out, "--enrollment", str(listed))) == 2
+    assert "lacks columns" in capsys.readouterr().err
+    assert len(fake_model.calls) == n_loads  # all rejected before loading the model
