@@ -30,12 +30,7 @@ def _speech_like(seconds: float = 1.5, f0: float = 140.0) -> np.ndarray:
     t = np.arange(int(SR * seconds)) / SR
     phase = 2 * np.pi * np.cumsum(f0 + 30 * np.sin(2 * np.pi * 0.7 * t)) / SR
     x = sum(np.sin(k * phase) / k for k in range(1, 17))
-    return (
-        0.3
-        * x
-        * np.sqrt(np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None))
-        / np.abs(x).max()
-    )
+    return 0.3 * x * np.sqrt(np.clip(np.sin(2 * np.pi * 3.0 * t), 0, None)) / np.abs(x).max()
 
 
 def _orthogonal(target: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
@@ -44,9 +39,7 @@ def _orthogonal(target: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     noise -= noise.mean()
     tgt = target - target.mean()
     noise -= np.dot(noise, tgt) / np.dot(tgt, tgt) * tgt
-    return noise * np.sqrt(
-        np.dot(tgt, tgt) / np.dot(noise, noise) / 10 ** (snr_db / 10)
-    )
+    return noise * np.sqrt(np.dot(tgt, tgt) / np.dot(noise, noise) / 10 ** (snr_db / 10))
 
 
 def _write(path: Path, wave: np.ndarray, rate: int = SR) -> str:
@@ -75,13 +68,7 @@ def dataset(tmp_path):
     """Five items: improved, degraded, confused, missing target file, extractor error."""
     oracle = _Oracle()
     items = []
-    plans = {
-        "good": 0.5,
-        "worse": 1.5,
-        "confused": None,
-        "missing": 0.5,
-        "raises": None,
-    }
+    plans = {"good": 0.5, "worse": 1.5, "confused": None, "missing": 0.5, "raises": None}
     for seed, (name, gain) in enumerate(plans.items()):
         target = _speech_like(f0=120 + 10 * seed)
         interferer = _orthogonal(target, 5.0, seed)  # input SI-SDR 5 dB
@@ -89,21 +76,14 @@ def dataset(tmp_path):
         item = {
             "id": name,
             "mixture": _write(tmp_path / "wav" / f"{name}_mix.wav", mixture),
-            "reference": _write(
-                tmp_path / "wav" / f"{name}_ref.wav",
-                _speech_like(1.0, f0=125 + 10 * seed),
-            ),
+            "reference": _write(tmp_path / "wav" / f"{name}_ref.wav", _speech_like(1.0, f0=125 + 10 * seed)),
             "target": _write(tmp_path / "wav" / f"{name}_tgt.wav", target),
             "interferer": _write(tmp_path / "wav" / f"{name}_itf.wav", interferer),
         }
         if name == "missing":
             item["target"] = str(tmp_path / "wav" / "nope.wav")
         if name != "raises":
-            estimate = (
-                interferer + 0.1 * target
-                if gain is None
-                else target + gain * interferer
-            )
+            estimate = interferer + 0.1 * target if gain is None else target + gain * interferer
             oracle.estimates[mixture.tobytes()] = estimate.astype(np.float32)
         items.append(item)
     return items, oracle
@@ -118,43 +98,21 @@ def test_evaluate_list_writes_metrics_failures_and_summary(dataset, tmp_path):
     items, oracle = dataset
     out = tmp_path / "out"
     progress = []
-    summary = evaluate_list(
-        items,
-        oracle,
-        out,
-        with_pesq=True,
-        progress=lambda d, n, row: progress.append((d, n, row["id"])),
-        metadata={"model": {"name": "oracle", "sample_rate": SR}},
-    )
+    summary = evaluate_list(items, oracle, out, with_pesq=True,
+                            progress=lambda d, n, row: progress.append((d, n, row["id"])),
+                            metadata={"model": {"name": "oracle", "sample_rate": SR}})
     assert progress[-1] == (5, 5, "raises")
     rows = {row["id"]: row for row in _read_csv(out / "metrics.csv")}
     assert list(_read_csv(out / "metrics.csv")[0]) == [
-        "id",
-        "input_si_sdr",
-        "si_sdr",
-        "si_sdr_imp",
-        "sdr",
-        "sdr_imp",
-        "pesq",
-        "stoi",
-        "si_sdr_interferer",
-        "confused",
-        "error",
-    ]
+        "id", "input_si_sdr", "si_sdr", "si_sdr_imp", "sdr", "sdr_imp", "pesq", "stoi",
+        "si_sdr_interferer", "confused", "error"]
     gain_db = 20 * math.log10(2.0)  # interferer halved: +6.02 dB
     assert float(rows["good"]["input_si_sdr"]) == pytest.approx(5.0, abs=0.01)
     assert float(rows["good"]["si_sdr_imp"]) == pytest.approx(gain_db, abs=0.01)
-    assert float(rows["worse"]["si_sdr_imp"]) == pytest.approx(
-        -20 * math.log10(1.5), abs=0.01
-    )
-    assert (
-        rows["confused"]["confused"] == "True" and rows["good"]["confused"] == "False"
-    )
+    assert float(rows["worse"]["si_sdr_imp"]) == pytest.approx(-20 * math.log10(1.5), abs=0.01)
+    assert rows["confused"]["confused"] == "True" and rows["good"]["confused"] == "False"
     assert float(rows["good"]["pesq"]) > float(rows["worse"]["pesq"])
-    assert (
-        "FileNotFoundError" in rows["missing"]["error"]
-        and "nope.wav" in rows["missing"]["error"]
-    )
+    assert "FileNotFoundError" in rows["missing"]["error"] and "nope.wav" in rows["missing"]["error"]
     assert "model exploded" in rows["raises"]["error"]
     assert rows["good"]["error"] == ""
 
@@ -165,25 +123,15 @@ def test_evaluate_list_writes_metrics_failures_and_summary(dataset, tmp_path):
     assert on_disk == summary
     assert summary["model"] == {"name": "oracle", "sample_rate": SR}
     assert summary["n_items"] == 5 and summary["n_failed_items"] == 2
-    assert summary["failure_rate"] == pytest.approx(
-        2 / 3
-    )  # worse and confused got worse
+    assert summary["failure_rate"] == pytest.approx(2 / 3)  # worse and confused got worse
     assert summary["confusion_rate"] == pytest.approx(1 / 3)
     imps = [float(rows[i]["si_sdr_imp"]) for i in ("good", "worse", "confused")]
     assert summary["metrics"]["si_sdr_imp"]["n"] == 3
-    assert summary["metrics"]["si_sdr_imp"]["mean"] == pytest.approx(
-        np.mean(imps), abs=1e-4
-    )
-    assert {"mean", "median", "ci95_low", "ci95_high"} <= set(
-        summary["metrics"]["pesq"]
-    )
+    assert summary["metrics"]["si_sdr_imp"]["mean"] == pytest.approx(np.mean(imps), abs=1e-4)
+    assert {"mean", "median", "ci95_low", "ci95_high"} <= set(summary["metrics"]["pesq"])
 
     estimates = sorted(p.name for p in (out / "estimates").iterdir())
-    assert estimates == [
-        "confused.wav",
-        "good.wav",
-        "worse.wav",
-    ]  # no temp files left behind
+    assert estimates == ["confused.wav", "good.wav", "worse.wav"]  # no temp files left behind
     wave, rate = sf.read(str(out / "estimates" / "worse.wav"))
     assert rate == SR and np.abs(wave).max() > 0
 
@@ -205,9 +153,7 @@ def test_evaluate_list_resamples_and_averages_channels(tmp_path):
         seen.update(shape=mixture.shape, rate=sample_rate, ndim=mixture.ndim)
         return mixture
 
-    summary = evaluate_list(
-        [item], identity, tmp_path / "out", sample_rate=SR, with_pesq=False
-    )
+    summary = evaluate_list([item], identity, tmp_path / "out", sample_rate=SR, with_pesq=False)
     assert seen == {"shape": (int(1.5 * 8000),), "rate": SR, "ndim": 1}
     assert summary["n_failed_items"] == 0 and "confusion_rate" not in summary
     # 40 dB of white noise at 16 kHz; the 8 kHz low-pass keeps about half of it: ~ +3 dB
@@ -218,9 +164,7 @@ def test_evaluate_list_resamples_and_averages_channels(tmp_path):
 def test_read_eval_list(tmp_path):
     (tmp_path / "lists").mkdir()
     path = tmp_path / "lists" / "eval.csv"
-    path.write_text(
-        "mixture,reference,target,interferer\nwav/m1.wav,wav/r1.wav,/abs/t1.wav,\n"
-    )
+    path.write_text("mixture,reference,target,interferer\nwav/m1.wav,wav/r1.wav,/abs/t1.wav,\n")
     (item,) = read_eval_list(path)
     assert item == {
         "mixture": str(tmp_path / "lists" / "wav" / "m1.wav"),
@@ -231,9 +175,7 @@ def test_read_eval_list(tmp_path):
     path.write_text("id,mixture,target\nx,m.wav,t.wav\n")
     with pytest.raises(ValueError, match="missing column.*reference"):
         read_eval_list(path)
-    path.write_text(
-        "id,mixture,reference,target\nx,m.wav,r.wav,t.wav\nx,m2.wav,r.wav,t.wav\n"
-    )
+    path.write_text("id,mixture,reference,target\nx,m.wav,r.wav,t.wav\nx,m2.wav,r.wav,t.wav\n")
     with pytest.raises(ValueError, match="duplicate id 'x'"):
         read_eval_list(path)
 
@@ -275,40 +217,21 @@ def test_cli_exit_codes(dataset, tmp_path, fake_model, capsys):
     items, _ = dataset
     good = tmp_path / "good.csv"
     with open(good, "w", newline="") as handle:
-        writer = csv.DictWriter(
-            handle, fieldnames=["id", "mixture", "reference", "target", "interferer"]
-        )
+        writer = csv.DictWriter(handle, fieldnames=["id", "mixture", "reference", "target", "interferer"])
         writer.writeheader()
         writer.writerows(items[:1])
     out = tmp_path / "o2"
     assert eval_cli.main(["--list", str(good), "--out-dir", str(out), "--no-pesq"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert (
-        summary["model"]["name"] == "fake_usef"
-        and summary["model"]["sample_rate"] == SR
-    )
-    assert summary["metrics"]["si_sdr_imp"]["mean"] == pytest.approx(
-        0.0, abs=0.01
-    )  # 0.5 * mixture
+    assert summary["model"]["name"] == "fake_usef" and summary["model"]["sample_rate"] == SR
+    assert summary["metrics"]["si_sdr_imp"]["mean"] == pytest.approx(0.0, abs=0.01)  # 0.5 * mixture
     assert "si_sdr_imp" in capsys.readouterr().out
 
     with open(good, "a", newline="") as handle:
         csv.writer(handle).writerow(["broken", "missing.wav", "r.wav", "t.wav", ""])
-    assert (
-        eval_cli.main(
-            ["--list", str(good), "--out-dir", str(tmp_path / "o3"), "--no-pesq"]
-        )
-        == 1
-    )
-    assert (
-        eval_cli.main(
-            ["--list", str(good), "--out-dir", str(tmp_path / "o4"), "--model", "nope"]
-        )
-        == 2
-    )
-    assert (
-        eval_cli.main(["--out-dir", str(tmp_path / "o5")]) == 2
-    )  # neither --list nor --libri2mix
+    assert eval_cli.main(["--list", str(good), "--out-dir", str(tmp_path / "o3"), "--no-pesq"]) == 1
+    assert eval_cli.main(["--list", str(good), "--out-dir", str(tmp_path / "o4"), "--model", "nope"]) == 2
+    assert eval_cli.main(["--out-dir", str(tmp_path / "o5")]) == 2  # neither --list nor --libri2mix
     assert eval_cli.main(["--help"]) == 0
     assert "usef eval --list eval.csv" in capsys.readouterr().out
 
@@ -327,10 +250,7 @@ def _fake_libri2mix(root: Path):
     rows = []
     for i, (u1, u2) in enumerate(MIXTURES):
         mix_id = f"{u1}_{u2}"
-        s1, s2 = (
-            _speech_like(1.5, 110 + 5 * i),
-            _speech_like(1.5, 190 + 5 * i)[::-1].copy(),
-        )
+        s1, s2 = _speech_like(1.5, 110 + 5 * i), _speech_like(1.5, 190 + 5 * i)[::-1].copy()
         _write(base / "test" / "s1" / f"{mix_id}.wav", s1)
         _write(base / "test" / "s2" / f"{mix_id}.wav", s2)
         _write(base / "test" / "mix_clean" / f"{mix_id}.wav", s1 + s2)

@@ -204,7 +204,7 @@ class Libri2MixTSE(Dataset):
                  mixture_type: str = "mix_clean", segment_seconds: float | None = None,
                  reference_seconds: float | None = None, enrollment: PathLike | None = None,
                  seed: int = 0, epoch: int = 0, metadata: PathLike | None = None) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # relative roots would be applied twice to listed paths
         self.sample_rate = int(sample_rate)
         csv_path = metadata or metadata_path(root, sample_rate, mode, split, mixture_type)
         self.rows = read_metadata(csv_path, self.root)
