@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from usef.bin import HelpFormatter
+
 EPILOG = """\
 example:
   usef eval --list eval.csv --out-dir exp/eval_usef --model exp/usef/best
@@ -26,22 +28,13 @@ test; "A wins" counts ties as half. Failure = SI-SDRi < 0 dB.
 """
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the epilog's line breaks; show only the defaults that say something."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usef compare",
         description="Compare two 'usef eval' output folders item by item: mean difference "
         "with a bootstrap 95% CI, Wilcoxon p-value, win rate, failure and confusion rates.",
         epilog=EPILOG,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("eval_a", type=Path, metavar="EVAL_A", help="output folder of system A")
     parser.add_argument("eval_b", type=Path, metavar="EVAL_B", help="output folder of system B")

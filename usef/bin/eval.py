@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from usef.bin import HelpFormatter
 from usef.data.librimix import (
     make_enrollment_list,
     metadata_path,
@@ -52,24 +53,13 @@ class UsageError(Exception):
     """A problem with the command line or its inputs: exit code 2."""
 
 
-class _HelpFormatter(
-    argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter
-):
-    """Keep the epilog's line breaks and show the defaults that say something."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usef eval",
         description="Extract the target talker from every mixture of a list and "
         "report SI-SDR(i), SDR(i), PESQ, STOI and the confusion rate.",
         epilog=EPILOG,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--list", type=Path, metavar="CSV", help="evaluation list")
