@@ -10,7 +10,10 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA:-}; mkdir -p "$OUT" exp
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-confs="usef:egs/speakers/conf/bundled_usef_conformer_8k.yaml emb:egs/speakers/conf/bundled_embedding_conformer_8k.yaml"
+# tag:config pairs trained side by side with equal budgets; the d-vector twin also needs
+# packs/dvectors.npz (tools/make_dvectors.py --pack packs/all8k.npz --out packs/dvectors.npz)
+confs=${CONFS:-"usef:egs/speakers/conf/bundled_usef_conformer_8k.yaml emb:egs/speakers/conf/bundled_embedding_conformer_8k.yaml dv:egs/speakers/conf/bundled_dvector_conformer_8k.yaml"}
+tags=$(for pair in $confs; do printf '%s ' "${pair%%:*}"; done)
 
 # 1) pilot: both runs together for a few steps to measure the step time they get side by side
 for pair in $confs; do
@@ -19,10 +22,10 @@ for pair in $confs; do
     train.dev_every=0 dev.n_items=0 train.max_minutes=1.0 $EXTRA > "exp/pilot_$tag.log" 2>&1 &
 done
 wait
-steps=$(python3 - "$MINUTES" <<'PY'
+steps=$(python3 - "$MINUTES" $tags <<'PY'
 import json, sys
 times = []
-for tag in ("usef", "emb"):
+for tag in sys.argv[2:]:
     rows = [json.loads(l) for l in open(f"exp/pilot_{tag}/log.jsonl") if '"step_time"' in l]
     times += [r["step_time"] for r in rows[2:]] or [r["step_time"] for r in rows]
 step = max(sorted(times)[len(times) // 2], 1e-3)
@@ -39,14 +42,15 @@ for pair in $confs; do
     train.max_minutes=$MINUTES $EXTRA > "exp/train_$tag.log" 2>&1 &
 done
 wait
-for tag in usef emb; do
-  if [ ! -f exp/$tag/best/model.safetensors ]; then  # no dev score yet: keep the latest weights
+# 3) best weights (or the latest when no dev score exists yet) and logs, as one tar cut into
+# 15 MB parts: the device tool returns at most 8 files of 16 MiB. Rebuild: cat results.tar.* | tar x
+for tag in $tags; do
+  if [ ! -f exp/$tag/best/model.safetensors ]; then
     last=$(ls -d exp/$tag/checkpoints/step_* | sort -t_ -k2 -n | tail -1); mkdir -p exp/$tag/best
     cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/best/
   fi
-  cp exp/$tag/best/model.safetensors "$OUT/${tag}_model.safetensors"
-  cp exp/$tag/best/config.yaml "$OUT/${tag}_config.yaml"
-  cp exp/$tag/log.jsonl "$OUT/${tag}_log.jsonl"
-  grep -v "^ *$" "exp/train_$tag.log" | tail -4; tail -2 "exp/pilot_$tag.log"
+  grep -v "^ *$" "exp/train_$tag.log" | tail -3
 done
+tar cf - $(for tag in $tags; do echo exp/$tag/best exp/$tag/best.json exp/$tag/log.jsonl; done) 2>/dev/null \
+  | split -b 15000000 -d - "$OUT/results.tar."
 ls -la "$OUT"

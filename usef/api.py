@@ -13,13 +13,18 @@ last chunk is aligned to the end of the mixture so every chunk has full context.
 encoded once (``model.prepare_condition``) and reused; chunks run ``batch_size`` at a time, so
 memory is the output array plus one chunk batch. References longer than ``max_reference_seconds``
 (default 30 s) are cropped to their most energetic window of that length.
+
+Models conditioned on a pre-computed speaker vector (``needs_reference`` False, e.g.
+``dvector_conformer``) take ``embedding=``; given a reference instead, the vector is computed from
+it (at the model's rate, as the training tables were) by the extractor's ``embedder``, by default
+:class:`usef.embeddings.ResemblyzerEmbedder` (the optional ``resemblyzer`` extra).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -114,6 +119,9 @@ class Extractor:
         overlap: overlap of consecutive chunks as a fraction of a chunk, in [0, 0.5].
         max_reference_seconds: longer references are cropped to their most energetic window.
         batch_size: chunks (or equal-length mixtures of a list) per forward pass.
+        embedder: for models that take a pre-computed speaker vector, a callable
+            ``embedder(wave (T,), sample_rate) -> (E,)`` that makes it from a reference;
+            default: :class:`usef.embeddings.ResemblyzerEmbedder`, created on first use.
     """
 
     def __init__(
@@ -126,6 +134,7 @@ class Extractor:
         overlap: float = DEFAULT_OVERLAP,
         max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        embedder: Callable[[np.ndarray, int], np.ndarray] | None = None,
     ) -> None:
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
@@ -140,6 +149,7 @@ class Extractor:
         self.overlap = float(overlap)
         self.max_reference_seconds = float(max_reference_seconds)
         self.batch_size = int(batch_size)
+        self.embedder = embedder
 
     @property
     def device(self) -> torch.device:
@@ -198,7 +208,25 @@ class Extractor:
         if reference is None:
             hint = " or embedding=" if getattr(self.model, "embedding_dim", None) else ""
             raise ValueError(f"reference: a recording of the target speaker is required{hint}")
-        return self._reference(reference, sample_rate), None
+        wave = self._reference(reference, sample_rate)
+        if getattr(self.model, "needs_reference", True):
+            return wave, None
+        return None, self._embedding(self._embedder()(wave, self.sample_rate))
+
+    def _embedder(self) -> Callable[[np.ndarray, int], np.ndarray]:
+        if self.embedder is None:
+            from usef.embeddings.dvector import EXTRA_HINT, ResemblyzerEmbedder
+
+            dim = getattr(self.model, "embedding_dim", None)
+            if dim != ResemblyzerEmbedder.embedding_dim:
+                raise ValueError(f"reference: model {self.name!r} takes a {dim}-d speaker vector and the default "
+                                 f"embedder (resemblyzer) makes 256-d ones: pass embedding= or Extractor(embedder=)")
+            try:
+                self.embedder = ResemblyzerEmbedder(device=str(self.device))
+            except ImportError as exc:
+                raise ImportError(f"reference: model {self.name!r} is conditioned on a resemblyzer d-vector; "
+                                  f"computing it from the reference needs {EXTRA_HINT}, or pass embedding=") from exc
+        return self.embedder
 
     # -- model calls ---------------------------------------------------------------------
     def _condition(self, refs: Sequence[np.ndarray | None], embs: Sequence[np.ndarray | None]):

@@ -21,6 +21,14 @@ factor, making a pseudo-speaker) with a NumPy FFT resampler: no soxr or scipy.
 References come from another utterance of the target speaker when there is one
 (a reference from a short utterance may then fall below ``min_reference_seconds``);
 for a speaker with one recording, from a region of it disjoint from the target's.
+
+With a d-vector table attached (``dvectors=``, :class:`usef.embeddings.DVectorTable`) every
+example also holds ``embedding``, the vector of the reference's *source* crop (dry, before
+reverberation and gain); the target talker is then never speed-perturbed (a table holds
+vectors of the recorded voices, not of pseudo-speakers; interferers still are). For a speaker
+with one recording no grid window that overlaps the target crop is used: the reference region
+is then at least one window plus one hop long, and a draw whose reference has no such window
+left is redrawn.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -40,6 +48,9 @@ from usef.data.splits import (  # re-exported: dev sets of mixes
     make_fixed_examples,
     write_eval_set,
 )
+
+if TYPE_CHECKING:
+    from usef.embeddings.dvector import DVectorTable
 
 logger = logging.getLogger(__name__)
 
@@ -233,13 +244,15 @@ class DynamicMixDataset(Dataset):
     """Map-style dataset: ``ds[i]`` is a freshly mixed, fully seeded example dict.
 
     Keys: ``mixture``, ``target``, ``interferer``, ``noise`` float32 (T,);
-    ``reference`` float32 (T_ref,); ``speaker`` str (the target's id).
+    ``reference`` float32 (T_ref,); ``speaker`` str (the target's id); with ``dvectors``
+    also ``embedding`` float32 (E,).
     Change ``sir_range`` (or :meth:`with_config`) between epochs for a curriculum;
     workers pick the change up when the DataLoader iterator is recreated.
     """
 
     def __init__(self, speech: SpeakerCorpus, noise: NoiseCorpus | None = None,
-                 config: DynamicMixConfig | None = None, **overrides) -> None:
+                 config: DynamicMixConfig | None = None, *, dvectors: DVectorTable | None = None,
+                 **overrides) -> None:
         self.config = replace(config or DynamicMixConfig(), **overrides)
         n_int = max(i + 1 for i, p in enumerate(self.config.interferer_probs) if p > 0)
         if len(speech.speakers) < 1 + n_int:
@@ -248,6 +261,9 @@ class DynamicMixDataset(Dataset):
             raise ValueError("noise must be a non-empty corpus at the speech sample rate")
         self.speech, self.noise = speech, noise
         self.sample_rate = speech.sample_rate
+        if dvectors is not None:
+            dvectors.check_corpus(speech)
+        self.dvectors = dvectors
 
     @property
     def sir_range(self) -> tuple[float, float]:
@@ -259,7 +275,7 @@ class DynamicMixDataset(Dataset):
 
     def with_config(self, **changes) -> DynamicMixDataset:
         """A dataset sharing these corpora (and their caches) with config fields changed."""
-        return DynamicMixDataset(self.speech, self.noise, replace(self.config, **changes))
+        return DynamicMixDataset(self.speech, self.noise, replace(self.config, **changes), dvectors=self.dvectors)
 
     def __len__(self) -> int:
         return self.config.length
@@ -272,7 +288,11 @@ class DynamicMixDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = self._rng(index)
-        return self._render(self._plan(rng), rng)
+        plan = self._plan(rng)
+        example = self._render(plan, rng)
+        if self.dvectors is not None:
+            example["embedding"] = self._reference_vector(plan.target, plan.reference)
+        return example
 
     def plan(self, index: int) -> MixPlan:
         """The random choices behind ``self[index]`` (for inspection and tests)."""
@@ -311,6 +331,8 @@ class DynamicMixDataset(Dataset):
         # one recording: target and reference come from disjoint regions of it
         n = len(self.speech.load(speaker, k))
         min_ref = _src_len(self._seconds(c.min_reference_seconds), factor)
+        if self.dvectors is not None:  # leave room for a whole grid window clear of the target
+            min_ref = max(min_ref, self._seconds(self.dvectors.window_seconds + self.dvectors.hop_seconds))
         if n - min_ref < _src_len(self._seconds(c.min_target_seconds), factor):
             return None
         tgt_len = min(_src_len(seg, factor), n - min_ref)
@@ -331,12 +353,14 @@ class DynamicMixDataset(Dataset):
         seg = self._seconds(c.segment_seconds)
         for _ in range(_MAX_TRIES):
             t_idx = int(rng.integers(len(speakers)))
-            pair = self._target_and_reference(rng, speakers[t_idx], self._factor(rng))
-            if pair is not None:
+            factor = self._factor(rng)
+            pair = self._target_and_reference(rng, speakers[t_idx], 1.0 if self.dvectors is not None else factor)
+            if pair is not None and (self.dvectors is None or self._reference_vector(*pair) is not None):
                 break
         else:
-            raise ValueError("speech: no speaker found whose recordings fit a target and a reference; "
-                             "lower min_target_seconds/min_reference_seconds or add longer recordings")
+            raise ValueError("speech: no speaker found whose recordings fit a target and a reference"
+                             + (" with a d-vector window clear of the target" if self.dvectors is not None else "")
+                             + "; lower min_target_seconds/min_reference_seconds or add longer recordings")
         probs = np.asarray(c.interferer_probs) / sum(c.interferer_probs)
         n_int = 1 + int(rng.choice(len(probs), p=probs))
         others = rng.choice(len(speakers) - 1, size=n_int, replace=False)
@@ -355,6 +379,19 @@ class DynamicMixDataset(Dataset):
         return MixPlan(pair[0], pair[1], tuple(interferers), float(rng.uniform(*c.sir_range)),
                        float(rng.uniform(*c.gain_dbfs_range)), float(rng.uniform(*c.gain_dbfs_range)),
                        noise, rt60, ref_rt60)
+
+    def _reference_vector(self, target: Crop, reference: Crop) -> np.ndarray | None:
+        """The table's vector of the reference's source crop, never using a window that
+        overlaps the target crop of the same recording (None when no window is left)."""
+        row = self.dvectors.index(reference.speaker, reference.utterance)
+        self.dvectors.check_length(row, len(self.speech.load(reference.speaker, reference.utterance)),
+                                   self.sample_rate)
+        same = (target.speaker, target.utterance) == (reference.speaker, reference.utterance)
+        try:
+            return self.dvectors.vector(row, reference.start, reference.stop, self.sample_rate,
+                                        forbid=(target.start, target.stop) if same else None)
+        except LookupError:
+            return None
 
     # -- rendering ----------------------------------------------------------
     def _audio(self, crop: Crop, length: int | None = None) -> np.ndarray:

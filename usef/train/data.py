@@ -31,6 +31,7 @@ from usef.data import (
     speaker_disjoint_split,
     write_eval_set,
 )
+from usef.embeddings.dvector import DVectorTable
 from usef.models import model_arguments
 from usef.train.config import resolve_config
 from usef.train.state import write_text_atomic
@@ -120,8 +121,10 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
 
     ``type: dynamic_mix``: ``speech`` (pack / manifest / folders, or a list), optional
     ``noise``, ``dev_speakers`` (held-out count, default 0 = no dev) or ``dev_speaker_list``
-    (file), ``split_seed``, ``mix`` (DynamicMixConfig fields). ``dev.mix`` overrides ``mix``
-    for the dev set. ``type: libri2mix``: ``root``, ``sample_rate``, ``mode``, ``mix_type``,
+    (file), ``split_seed``, ``mix`` (DynamicMixConfig fields), ``dvectors`` (a d-vector table
+    ``.npz`` made from the same speech, :mod:`usef.embeddings.dvector`: examples then carry
+    ``embedding``). ``dev.mix`` overrides ``mix`` for the dev set. ``type: libri2mix``:
+    ``root``, ``sample_rate``, ``mode``, ``mix_type``,
     ``train_split`` (one or a list), ``dev_split``, ``reference_seconds``,
     ``dev_enrollment`` (CSV, default ``EXP/dev_enrollment.csv``).
     """
@@ -139,18 +142,21 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
             held = speaker_disjoint_split(speech.speakers, int(d.get("dev_speakers", 0)), int(d.get("split_seed", 0)),
                                           prefer_prefixes=d.get("dev_prefer_prefixes"))[1]
         train_speakers = sorted(set(speech.speakers) - set(held))
+        table = DVectorTable.load(d["dvectors"]) if d.get("dvectors") else None
         mix = DynamicMixConfig(**_mix_config(d.get("mix")), segment_seconds=float(t["segment_seconds"]),
                                seed=int(t["seed"]), rank=rank)
-        train_set = DynamicMixDataset(speech.subset(train_speakers) if held else speech, noise, mix)
+        train_set = DynamicMixDataset(speech.subset(train_speakers) if held else speech, noise, mix, dvectors=table)
         dev = None
         if held and n_dev:
             dev_mix = {**_mix_config(d.get("mix")), **_mix_config(dv["mix"])}
             dev_mix.update(segment_seconds=float(dev_seconds or t["segment_seconds"]), seed=int(dv["seed"]),
                            rank=0, epoch=0, length=n_dev)
-            dev_set = DynamicMixDataset(speech.subset(held), noise, DynamicMixConfig(**dev_mix))
+            dev_set = DynamicMixDataset(speech.subset(held), noise, DynamicMixConfig(**dev_mix), dvectors=table)
             dev = DevBatches(dev_set, range(n_dev), int(dv["batch_size"]))
         return Data(train_set, dev, shuffle=False, rank_in_dataset=True)
     if d["type"] == "libri2mix":
+        if d.get("dvectors"):
+            raise ValueError("data.dvectors is supported for type: dynamic_mix only")
         common = {"root": d["root"], "sample_rate": sample_rate, "mode": d.get("mode", "min"),
                       "mixture_type": d.get("mix_type", "mix_clean")}
         splits = d.get("train_split", "train-100")

@@ -90,6 +90,30 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _forward(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """The model on a batch: on the reference, or on the pre-computed ``embedding`` for models
+    that take no reference (d-vector twins)."""
+    if _unwrap(model).needs_reference:
+        return model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+    if "embedding" not in batch:
+        raise ValueError(f"model {_unwrap(model).name!r} is conditioned on a pre-computed speaker vector: "
+                         "set data.dvectors to a d-vector table (tools/make_dvectors.py)")
+    return model(batch["mixture"], embedding=batch["embedding"])
+
+
+def _check_embeddings(model: torch.nn.Module, train_set: Any) -> None:
+    table = getattr(train_set, "dvectors", None)
+    net = _unwrap(model)
+    if net.needs_reference:
+        return
+    if table is None:
+        raise ValueError(f"model {net.name!r} is conditioned on a pre-computed speaker vector: set data.dvectors "
+                         "to a d-vector table of the training speech (tools/make_dvectors.py)")
+    if table.embedding_dim != net.embedding_dim:
+        raise ValueError(f"data.dvectors holds {table.embedding_dim}-d vectors but model {net.name!r} takes "
+                         f"embedding_dim={net.embedding_dim}; set model.args.embedding_dim")
+
+
 def _autocast(cfg: dict[str, Any], device: torch.device):
     t = cfg["train"]
     if device.type == "cuda" and t["bf16"] and torch.cuda.is_bf16_supported():
@@ -142,7 +166,7 @@ def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], devi
     for index in range(info.rank, len(batches), info.world):
         batch = _to_device(batches[index], device)
         with autocast:
-            estimate = net(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+            estimate = _forward(net, batch)
         estimate = estimate.float().cpu().numpy()
         lengths = batch.get("lengths")
         for b in range(estimate.shape[0]):
@@ -259,6 +283,7 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     if ddp:
         model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     data = build_data(cfg, _unwrap(model).sample_rate, info.rank, exp_dir)
+    _check_embeddings(model, data.train)
     accum = int(t["grad_accum"])
     sampler = StepBatchSampler(len(data.train), int(t["batch_size"]), start=step * accum,
                                rank=0 if data.rank_in_dataset else info.rank,
@@ -291,7 +316,7 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    estimate = model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+                    estimate = _forward(model, batch)
                 loss = loss_fn(estimate.float(), batch["target"], batch.get("lengths"))
                 (loss / accum).backward()
             window["loss"] += loss.detach() / accum
