@@ -103,7 +103,7 @@ def read_eval_list(csv_path: str | os.PathLike[str]) -> list[dict[str, str]]:
     return items
 
 
-def _read_mono(
+def read_mono(
     path: str | os.PathLike[str], role: str, sample_rate: int | None
 ) -> tuple[np.ndarray, int]:
     """Read ``path`` as float32 mono, resampled to ``sample_rate`` when given."""
@@ -125,7 +125,7 @@ def _read_mono(
     return mono, int(rate)
 
 
-def _safe_name(item_id: str) -> str:
+def safe_name(item_id: str) -> str:
     # ids become file names: keep them inside estimates/
     return item_id.replace("/", "_").replace("\\", "_").replace("..", "_") or "item"
 
@@ -144,7 +144,7 @@ def _write_wav_atomic(path: Path, wave: np.ndarray, sample_rate: int) -> None:
         raise
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
@@ -155,7 +155,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
+def csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(
         buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
@@ -174,12 +174,12 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Replace NaN/inf by None so summary.json stays strict JSON."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -199,13 +199,13 @@ def _evaluate_item(
     for key in ("mixture", "reference", "target"):
         if not item.get(key):
             raise ValueError(f"item has no {key!r} path")
-    mixture, rate = _read_mono(item["mixture"], "mixture", sample_rate)
+    mixture, rate = read_mono(item["mixture"], "mixture", sample_rate)
     # every other file is brought to the mixture's rate so samples line up
-    reference, _ = _read_mono(item["reference"], "reference", rate)
-    target, _ = _read_mono(item["target"], "target", rate)
+    reference, _ = read_mono(item["reference"], "reference", rate)
+    target, _ = read_mono(item["target"], "target", rate)
     interferer = None
     if item.get("interferer"):
-        interferer, _ = _read_mono(item["interferer"], "interferer", rate)
+        interferer, _ = read_mono(item["interferer"], "interferer", rate)
     if target.shape != mixture.shape:
         raise ValueError(
             f"target has {target.shape[0]} samples but the mixture has {mixture.shape[0]}"
@@ -225,7 +225,7 @@ def _evaluate_item(
         )
     if estimates_dir is not None:
         _write_wav_atomic(
-            estimates_dir / f"{_safe_name(str(item['id']))}.wav", estimate, rate
+            estimates_dir / f"{safe_name(str(item['id']))}.wav", estimate, rate
         )
     return compute_metrics(
         estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq
@@ -298,8 +298,8 @@ def evaluate_list(
         columns += list(INTERFERER_COLUMNS)
     columns.append("error")
     failed = [row for row in rows if row["error"]]
-    _write_text_atomic(out / "metrics.csv", _csv_text(columns, rows))
-    _write_text_atomic(out / "failures.csv", _csv_text(FAILURE_COLUMNS, failed))
+    write_text_atomic(out / "metrics.csv", csv_text(columns, rows))
+    write_text_atomic(out / "failures.csv", csv_text(FAILURE_COLUMNS, failed))
 
     summary = _summarize_rows(rows, has_interferer)
     for key in metadata or {}:
@@ -309,8 +309,8 @@ def evaluate_list(
                 key,
             )
     summary = {**dict(metadata or {}), **summary}
-    summary = _json_safe(summary)
-    _write_text_atomic(
+    summary = json_safe(summary)
+    write_text_atomic(
         out / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n"
     )
     logger.info("evaluated %d items (%d failed) into %s", total, len(failed), out)

@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "demo": "run the bundled example with the bundled default model",
     "compare": "compare two eval folders item by item (bootstrap CI, Wilcoxon)",
     "results": "write a Markdown table of an eval summary",
+    "report": "write a static HTML listening report of eval folders",
+    "study": "sweep the reference length over a list and plot SI-SDRi per model",
 }
 
 USAGE = """usage: usef [--version] [-h] <command> [<args>]
