@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -12,3 +13,23 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+class ItemProgress:
+    """A tqdm bar on stderr usable as the ``progress(done, total, ...)`` callback of library loops.
+
+    Hidden when stderr is not a terminal (tqdm's ``disable=None``).
+    """
+
+    def __init__(self, total: int | None = None, unit: str = "item") -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit=unit, disable=None, file=sys.stderr)
+
+    def __call__(self, done: int, total: int | None = None, *_: object) -> None:
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

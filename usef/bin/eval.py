@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from usef.bin import HelpFormatter
+from usef.bin import HelpFormatter, ItemProgress
 from usef.data.librimix import (
     make_enrollment_list,
     metadata_path,
@@ -271,17 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "data": source,
     }
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), unit="item", disable=None, file=sys.stderr)
-    except ImportError:
-        bar = None
-
-    def progress(done: int, total: int, row: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.update(1)
-
+    bar = ItemProgress(len(items))
     try:
         summary = evaluate_list(
             items,
@@ -290,15 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample_rate=sample_rate,
             with_pesq=not args.no_pesq,
             write_estimates=not args.no_estimates,
-            progress=progress,
+            progress=bar,
             metadata=metadata,
         )
     except KeyboardInterrupt:
         print("usef eval: interrupted", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     _print_summary(summary, args.out_dir)
     return 1 if summary["n_failed_items"] else 0
 

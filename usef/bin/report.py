@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from usef.bin import HelpFormatter
+from usef.bin import HelpFormatter, ItemProgress
 
 EPILOG = """\
 example:
@@ -62,21 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from usef.report.html import build_report
 
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(unit="item", disable=None, file=sys.stderr)
-    except ImportError:
-        bar = None
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.update(1)
-
+    bar = ItemProgress()
     try:
         result = build_report(args.eval_dirs, args.out, worst=args.worst, title=args.title,
-                              eval_list=args.eval_list, progress=progress)
+                              eval_list=args.eval_list, progress=bar)
     except (FileNotFoundError, ValueError, ImportError, OSError) as exc:
         print(f"usef report: error: {exc}", file=sys.stderr)
         return 2
@@ -84,8 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usef report: interrupted", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"wrote {result['index']} ({result['n_shown']} of {result['n_items']} items, "

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from usef.bin import HelpFormatter
+from usef.bin import HelpFormatter, ItemProgress
 
 logger = logging.getLogger("usef.study")
 
@@ -140,22 +140,11 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "limit": args.limit,
         "requested_models": requested,
     }
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items) * len(extractors) * len(args.lengths), unit="run",
-                   disable=None, file=sys.stderr)
-    except ImportError:
-        bar = None
-
-    def progress(done: int, total: int, row: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.update(1)
-
+    bar = ItemProgress(len(items) * len(extractors) * len(args.lengths), unit="run")
     try:
         summary = reference_length_study(
             extractors, items, args.lengths, args.out_dir, seed=args.seed, crop=args.crop,
-            progress=progress, settings=settings,
+            progress=bar, settings=settings,
         )
     except (ImportError, ValueError) as exc:
         print(f"usef study: error: {exc}", file=sys.stderr)
@@ -164,8 +153,7 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
         print("usef study: interrupted", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     _print_table(summary, args.out_dir)
     return 1 if any(row["n_errors"] for row in summary) else 0
 
