@@ -276,3 +276,16 @@ def test_resample_length_and_api_exports():
     assert audio.resample(np.zeros(44100, np.float32), 44100, 8000).shape == (8000,)
     assert set(usef.__all__) >= {"extract", "load_model", "list_models", "__version__"}
     assert usef.extract is api.extract
+
+
+def test_write_audio_scales_instead_of_clipping(tmp_path):
+    import soundfile
+
+    from usef.audio import write_audio
+
+    wave = np.sin(np.linspace(0, 20 * np.pi, 800)).astype(np.float32) * 2.0  # peak 2: over full scale
+    write_audio(tmp_path / "loud.wav", wave, 8000)
+    written, _ = soundfile.read(tmp_path / "loud.wav", dtype="float32")
+    assert abs(np.max(np.abs(written)) - 0.999) < 1e-3
+    # a scaled copy of the input, not a clipped one
+    assert np.allclose(written, wave * (0.999 / 2.0), atol=1e-4)

@@ -113,7 +113,8 @@ def write_audio(
 
     The data goes to a temporary file in the destination folder, is fsynced and
     then renamed over ``path``, so a reader (or a resumed batch run) never sees a
-    half-written file. Samples outside [-1, 1] are clipped for 16-bit PCM.
+    half-written file. For 16-bit PCM a signal whose peak exceeds full scale is scaled down to
+    peak 0.999 (logged) rather than clipped: a level change is harmless, clipping distortion is not.
 
     Args:
         path: destination ``.wav`` file; parent folders are created.
@@ -135,8 +136,9 @@ def write_audio(
     if not float_wav:
         peak = float(np.max(np.abs(data))) if data.size else 0.0
         if peak > 1.0:
-            logger.warning("%s: peak %.2f exceeds 1.0; clipping for 16-bit PCM", path, peak)
-            data = np.clip(data, -1.0, 1.0)
+            logger.warning("%s: peak %.2f exceeds full scale; scaled down by %.1f dB for 16-bit PCM",
+                           path, peak, 20.0 * np.log10(peak / 0.999))
+            data = data * (0.999 / peak)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would stick to the output; os.open honours the umask.
     tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
