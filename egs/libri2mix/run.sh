@@ -26,16 +26,7 @@ eval_opts=${eval_opts:-}             # extra usef eval flags, e.g. "--no-pesq --
 python=${python:-python}
 
 vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed torchrun_opts train_opts eval_opts python "
-while [ $# -gt 0 ]; do
-  name=${1#--}
-  name=${name//-/_}
-  if [[ $1 != --* || $vars != *" $name "* || $# -lt 2 ]]; then
-    echo "usage: $0 [--name value ...] with name in:$vars" >&2
-    exit 2
-  fi
-  printf -v "$name" '%s' "$2"
-  shift 2
-done
+. "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
