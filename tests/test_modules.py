@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from usef.modules.conformer import ConformerSeparator
-from usef.modules.cross_attention import FullBandAttention, lengths_to_padding_mask
-from usef.modules.encoder import FeatureEncoder
+from usef.modules.cross_attention import FullBandAttention
+from usef.modules.encoder import FeatureEncoder, valid_mask
 from usef.modules.fusion import EmbeddingFusion
 from usef.modules.speaker_encoder import SpeakerEncoder
 from usef.modules.stft import STFTCodec
@@ -43,7 +43,7 @@ def test_cross_attention_mask_ignores_padded_frames():
     query = torch.randn(1, 8, 5, 17)
     reference = torch.randn(1, 8, 6, 17)
     padded = torch.cat((reference, 100 * torch.randn(1, 8, 4, 17)), dim=2)
-    mask = lengths_to_padding_mask(torch.tensor([6]), 10)
+    mask = ~valid_mask(torch.tensor([6]), 10)
     expected = attention(query, reference)
     assert torch.allclose(attention(query, padded, mask), expected, atol=1e-5)
     assert not torch.allclose(attention(query, padded), expected, atol=1e-3)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from usef.modules.conformer import ConformerSeparator
-from usef.modules.encoder import FeatureEncoder
+from usef.modules.encoder import FeatureEncoder, valid_mask
 from usef.modules.stft import STFTCodec
 from usef.modules.tfgridnet import TFGridNetSeparator
 
@@ -41,7 +41,7 @@ def normalise(wave: torch.Tensor, lengths: torch.Tensor | None = None, eps: floa
     if lengths is None:
         std = wave.std(dim=-1, keepdim=True, unbiased=False)
     else:
-        valid = (torch.arange(wave.shape[-1], device=wave.device)[None, :] < lengths[:, None]).to(wave.dtype)
+        valid = valid_mask(lengths, wave.shape[-1]).to(wave.dtype)
         count = valid.sum(-1, keepdim=True).clamp_min(1.0)
         mean = (wave * valid).sum(-1, keepdim=True) / count
         std = (((wave - mean) * valid).pow(2).sum(-1, keepdim=True) / count).sqrt()
@@ -196,7 +196,7 @@ class TargetSpeakerExtractor(nn.Module):
         spec = self.stft.encode(extended)
         frame_lengths = lengths // self.stft.hop_length + 1
         frames = spec.shape[2]
-        frame_mask = torch.arange(frames, device=reference.device)[None, :] < frame_lengths[:, None]
+        frame_mask = valid_mask(frame_lengths, frames)
         spec = spec * frame_mask[:, None, :, None]
         # (B, 2, T_ref, F), padded frames zero
         return self.encoder(spec, frame_mask), frame_lengths, frame_mask

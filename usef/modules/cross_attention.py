@@ -140,8 +140,3 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     batch, groups, channels, frames, bins = x.shape
     return x.permute(0, 1, 3, 2, 4).reshape(batch, groups, frames, channels * bins)
 
-
-def lengths_to_padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
-    """``(B,)`` valid lengths -> ``(B, max_length)`` bool mask, True on padding."""
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions[None, :] >= lengths[:, None]

@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 
+def valid_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """``(B,)`` valid lengths -> ``(B, max_length)`` bool mask, True on valid (unpadded) entries."""
+    return torch.arange(max_length, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def masked_group_norm(
     x: torch.Tensor, frame_mask: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
 ) -> torch.Tensor:

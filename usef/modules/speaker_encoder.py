@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from usef.modules.encoder import masked_group_norm
+from usef.modules.encoder import masked_group_norm, valid_mask
 
 
 class _ResidualConv(nn.Module):
@@ -58,7 +58,7 @@ class SpeakerEncoder(nn.Module):
         # (B, C*F, T_ref)
         valid = None
         if frame_lengths is not None:
-            valid = (torch.arange(frames, device=x.device)[None, :] < frame_lengths[:, None]).to(x.dtype)
+            valid = valid_mask(frame_lengths, frames).to(x.dtype)
         x = self.input(x)
         if valid is not None:
             x = x * valid[:, None, :]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from usef.modules.encoder import valid_mask
+
 __all__ = ["neg_si_sdr", "neg_snr"]
 
 _REDUCTIONS = ("mean", "none")
@@ -40,8 +42,7 @@ def _mask(estimate: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor 
         )
     if bool((lengths <= 0).any()) or bool((lengths > time).any()):
         raise ValueError(f"lengths must lie in [1, {time}], got {lengths.tolist()}")
-    steps = torch.arange(time, device=estimate.device)
-    return (steps[None, :] < lengths[:, None]).to(estimate.dtype)
+    return valid_mask(lengths, time).to(estimate.dtype)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
