@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-from usef.models.base import SEPARATORS, TargetSpeakerExtractor
+from usef.models.base import TargetSpeakerExtractor
 from usef.models.embedding import EmbeddingExtractor
 from usef.models.usef import UsefExtractor
 
@@ -84,7 +84,6 @@ MODELS: dict[str, ModelSpec] = {
         "Conformer conditioned on a pre-computed 256-d d-vector (e.g. resemblyzer)",
     ),
 }
-assert set(SEPARATORS) >= {"tfgridnet", "conformer"}
 
 
 def _name_of(spec: ModelSpec) -> str:
