@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from usef.checkpoint import CheckpointError, load_pretrained
+from usef.checkpoint import CheckpointError, load_pretrained, load_state
 from usef.models import MODELS, build_model, list_models, model_arguments
 
 NAMES = list_models()
@@ -182,3 +182,23 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     (directory / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         load_pretrained(directory)
+
+
+def test_widen_state_starts_a_wideband_model_from_the_narrowband_one():
+    narrow = build_model("usef_conformer", preset="tiny")  # 8 kHz, n_fft 64: 125 Hz per bin
+    wide = build_model("usef_conformer", preset="tiny", sample_rate=16000, n_fft=128, hop_length=64)
+    state = {k: v.clone() for k, v in narrow.state_dict().items()}
+    widened = wide.widen_state(state, 8000, 64, 32)
+    assert sorted(widened) == ["separator.input.0.weight", "separator.output.bias", "separator.output.weight"]
+    assert load_state(wide, state, source="narrow", strict=False) == []  # every tensor now fits
+    f_old, f_new = 33, 65
+    w_in = wide.separator.input[0].weight.detach().view(-1, 2 * 4, f_new)  # (D, 2C, F)
+    assert torch.equal(w_in[:, :, :f_old], narrow.separator.input[0].weight.detach().view(-1, 8, f_old))
+    assert not w_in[:, :, f_old:].any()
+    # the separator's output (a mask here) is exactly zero above the narrow band before training
+    with torch.no_grad():
+        out = wide.separator(torch.randn(2, 8, 7, f_new))
+    assert out.shape == (2, 2, 7, f_new) and not out[..., f_old:].any() and out[..., :f_old].abs().sum() > 0
+    # bins that do not line up in Hz (or frames of another length) are not widened
+    assert wide.widen_state(dict(narrow.state_dict()), 8000, 128, 64) == []
+    assert wide.widen_state(dict(narrow.state_dict()), 8000, 64, 16) == []

@@ -7,7 +7,11 @@
 # Usage (device tool, carry packs): OUT=/some/dir MINUTES=7.3 bash tools/gpu_train_bundled.sh
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA:-}; mkdir -p "$OUT" exp
+# EXTRA: overrides for every run. The d-vector table is attached to all of them so that the three
+# draw the very same examples (the table also fixes the rule: the target talker is not speed-perturbed);
+# models that take a reference ignore the vectors.
+OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA:-data.dvectors=packs/dvectors.npz}
+mkdir -p "$OUT" exp
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 # tag:config pairs trained side by side with equal budgets; the d-vector twin also needs

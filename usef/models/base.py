@@ -139,6 +139,25 @@ class TargetSpeakerExtractor(nn.Module):
         return self.decode(separated, spec, length) * scale
         # (B, T_mix)
 
+    def widen_state(self, state: dict[str, torch.Tensor], source_sample_rate: int, source_n_fft: int,
+                    source_hop_length: int) -> list[str]:
+        """Make a narrow-band checkpoint's F-dependent weights fit this wide-band model, in place.
+
+        Only when the source's bins are this model's low bins (same Hz per bin) and its frames
+        the same length in time; the F-dependent blocks (``widen_state`` of a separator) then
+        copy the narrow-band weights into the low bins and zero the others. Returns the names
+        widened (empty when the bins do not line up: those tensors then start afresh).
+        """
+        same_bins = source_sample_rate * self.stft.n_fft == self.sample_rate * source_n_fft
+        same_hop = source_hop_length * self.sample_rate == self.stft.hop_length * source_sample_rate
+        if not (same_bins and same_hop) or self.sample_rate <= source_sample_rate:
+            return []
+        widened = []
+        for name, module in self.named_modules():
+            if module is not self and hasattr(module, "widen_state"):
+                widened += module.widen_state(state, prefix=f"{name}." if name else "")
+        return widened
+
     def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
         """Write ``model.safetensors`` + ``config.yaml`` into ``directory`` (see :mod:`usef.checkpoint`)."""
         from usef.checkpoint import save_pretrained  # lazy: checkpoint builds models

@@ -10,8 +10,11 @@ Deviations from the Conformer paper, on purpose:
   depends on the other items of its batch (batch == single) or on train/eval statistics.
 - No positional encoding: the depth-wise convolution gives relative position, and the model then
   behaves the same on any chunk of a long recording.
-The in/out projections depend on ``F``: a 16 kHz model re-learns them and can initialise
-every other weight from the 8 kHz one.
+The in/out projections depend on ``F``. A wide-band model whose low bins are the narrow-band
+model's bins (same Hz per bin, e.g. 16 kHz / 512 and 8 kHz / 256) starts from the narrow-band
+weights: :meth:`ConformerSeparator.widen_state` copies them into the low bins and zeroes the
+rest, so that before any training the wide-band model hears the low band as the narrow-band
+model did and (with a mask output) passes nothing above it.
 """
 
 from __future__ import annotations
@@ -127,6 +130,38 @@ class ConformerSeparator(nn.Module):
             ConformerLayer(dim, num_heads, ffn_dim, kernel_size, dropout) for _ in range(num_layers)
         )
         self.output = nn.Linear(dim, 2 * num_bins)
+
+    def widen_state(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+        """Zero-extend narrow-band in/out projection weights in ``state`` (in place) to ``F`` bins.
+
+        A checkpoint built for ``F_old < F`` bins (the first ``F_old`` of this model's bins, same
+        Hz per bin: the caller checks) gets its ``(D, C_in*F_old)`` input and ``(2*F_old, D)``
+        output weights copied into the low bins of zero tensors of this model's shapes.
+        Returns the names widened.
+        """
+        in_weight = self.input[0].weight
+        channels = in_weight.shape[1] // self.num_bins
+        widened = []
+        key = prefix + "input.0.weight"
+        if key in state and state[key].shape != in_weight.shape:
+            old = state[key]
+            old_bins, rest = divmod(old.shape[1], channels)
+            if rest or old.shape[0] != in_weight.shape[0] or old_bins >= self.num_bins:
+                return widened
+            new = old.new_zeros(in_weight.shape[0], channels, self.num_bins)
+            new[:, :, :old_bins] = old.view(old.shape[0], channels, old_bins)
+            state[key] = new.view_as(in_weight)
+            widened.append(key)
+            for name in ("output.weight", "output.bias"):
+                key = prefix + name
+                if key not in state or state[key].shape[0] != 2 * old_bins:
+                    continue
+                old = state[key]
+                new = old.new_zeros(2, self.num_bins, *old.shape[1:])
+                new[:, :old_bins] = old.view(2, old_bins, *old.shape[1:])
+                state[key] = new.view(2 * self.num_bins, *old.shape[1:])
+                widened.append(key)
+        return widened
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, frames, bins = x.shape

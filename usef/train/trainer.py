@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from usef.checkpoint import WEIGHTS_NAME, load_state, save_pretrained
+from usef.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, save_pretrained
 from usef.data import collate_examples
 from usef.metrics import si_sdr
 from usef.models import build_model
@@ -136,7 +136,13 @@ def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"init_from/resume: no {WEIGHTS_NAME} in {directory}")
-    return load_state(model, load_file(str(weights), device="cpu"), source=str(weights), strict=strict)
+    state = load_file(str(weights), device="cpu")
+    if not strict and (Path(directory) / CONFIG_NAME).is_file():  # e.g. a 16 kHz model from an 8 kHz one: its low bins start from the 8 kHz weights
+        args = read_config(directory)["args"]
+        widened = _unwrap(model).widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
+        if widened:
+            logger.info("widened %s from %s Hz to %s Hz bins", widened, args["sample_rate"], _unwrap(model).sample_rate)
+    return load_state(model, state, source=str(weights), strict=strict)
 
 
 @dataclass
