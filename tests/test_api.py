@@ -228,7 +228,7 @@ def test_one_hour_mixture_stays_under_2_gb(tmp_path):
 
 
 # -- hub and load_model ----------------------------------------------------------------------
-def test_default_model_depends_on_rate_and_errors_clearly(tmp_path, monkeypatch, tiny_model_dir):
+def test_default_model_depends_on_rate_and_errors_clearly(tmp_path, monkeypatch, tiny_model_dir, caplog):
     monkeypatch.setenv("USEF_PRETRAINED_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="no bundled default model is installed yet"):
         hub.resolve_model("default", 16000)
@@ -243,6 +243,11 @@ def test_default_model_depends_on_rate_and_errors_clearly(tmp_path, monkeypatch,
     with pytest.raises(ValueError, match=hub.DEFAULT_16K):
         hub.resolve_model("no-such-model")
     assert usef.load_model(hub.DEFAULT_8K, device="cpu").name == hub.DEFAULT_8K
+    # the API says which model "default" became for the input's rate
+    with caplog.at_level("INFO", logger="usef"):
+        assert usef.load_model("default", device="cpu", sample_rate=16000).name == hub.DEFAULT_16K
+    assert f"model 'default' for 16000 Hz input: {hub.DEFAULT_16K}" in caplog.text
+    assert f"using model {hub.DEFAULT_16K}" in caplog.text
 
 
 def test_load_model_caches_weights_and_extracts_repeatedly(tiny_model_dir, signals):

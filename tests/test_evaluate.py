@@ -194,11 +194,11 @@ class _FakeModel:
 
 @pytest.fixture
 def fake_model(monkeypatch):
-    """``calls``: (name, device) per load; ``seen``: (mixture, reference) per extract."""
+    """``calls``: (name, device, sample_rate) per load; ``seen``: (mixture, reference) per extract."""
     fake = SimpleNamespace(calls=[], seen=[])
 
-    def load_model(name, device=None):
-        fake.calls.append((name, device))
+    def load_model(name, device=None, sample_rate=None):
+        fake.calls.append((name, device, sample_rate))
         if name != "default":
             raise ValueError(f"unknown model {name!r}")
         return _FakeModel(fake.seen)
@@ -224,6 +224,7 @@ def test_cli_exit_codes(dataset, tmp_path, fake_model, capsys):
     assert eval_cli.main(["--list", str(good), "--out-dir", str(out), "--no-pesq"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["name"] == "fake_usef" and summary["model"]["sample_rate"] == SR
+    assert fake_model.calls[-1][2] == SR  # "default" is picked for the list's rate
     assert summary["metrics"]["si_sdr_imp"]["mean"] == pytest.approx(0.0, abs=0.01)  # 0.5 * mixture
     assert "si_sdr_imp" in capsys.readouterr().out
 

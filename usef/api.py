@@ -374,6 +374,7 @@ def load_model(
     """
     path = hub.resolve_model(name_or_path, sample_rate)
     model = hub.load_cached(path, hub.resolve_device(device))
+    logger.info("using model %s (%d Hz) from %s", path.name, model.sample_rate, path)
     return Extractor(model, name=path.name, **options)
 
 

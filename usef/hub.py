@@ -12,11 +12,15 @@ mtime), so repeated :func:`usef.extract` calls do not reload weights.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import threading
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_FILE",
@@ -109,6 +113,8 @@ def resolve_model(
     """
     if isinstance(name_or_path, str) and name_or_path == "default":
         name_or_path = default_model_name(sample_rate)
+        logger.info("model 'default' for %s input: %s", f"{sample_rate} Hz" if sample_rate else "unknown-rate",
+                    name_or_path)
     text = os.fspath(name_or_path)
     is_plain_name = os.sep not in text and "/" not in text and not text.startswith(".")
     if is_plain_name and text in list_models():

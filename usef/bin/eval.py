@@ -184,14 +184,24 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     )
 
 
-def _load_model(name: str, device: str) -> Any:
+def _first_rate(items: list[dict[str, Any]]) -> int | None:
+    """Rate of the first mixture: ``--model default`` picks the bundled model for it."""
+    from usef.audio import audio_info
+
+    try:
+        return audio_info(items[0]["mixture"], "mixture")[0]
+    except (ValueError, OSError, KeyError):
+        return None
+
+
+def _load_model(name: str, device: str, sample_rate: int | None = None) -> Any:
     import usef
 
     load_model = getattr(usef, "load_model", None)
     if load_model is None:
         raise UsageError("usef.load_model is not available in this installation")
     try:
-        return load_model(name, device=device)
+        return load_model(name, device=device, sample_rate=sample_rate)
     except (
         Exception
     ) as exc:  # unknown name, missing directory, bad device: all configuration
@@ -246,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("the evaluation list is empty")
         if args.limit is not None:
             items = items[: args.limit]
-        model = _load_model(args.model, args.device)
+        model = _load_model(args.model, args.device, sample_rate or _first_rate(items))
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"usef eval: error: {exc}", file=sys.stderr)
         return 2
