@@ -13,7 +13,6 @@ mtime), so repeated :func:`usef.extract` calls do not reload weights.
 from __future__ import annotations
 
 import logging
-
 import os
 import threading
 from pathlib import Path

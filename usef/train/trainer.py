@@ -31,7 +31,13 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from usef.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, save_pretrained
+from usef.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_state,
+    read_config,
+    save_pretrained,
+)
 from usef.data import collate_examples
 from usef.metrics import si_sdr
 from usef.models import build_model
