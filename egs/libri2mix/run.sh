@@ -27,6 +27,7 @@ python=${python:-python}
 
 vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed torchrun_opts train_opts eval_opts python "
 . "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../train_launcher.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
@@ -61,13 +62,8 @@ fi
 
 if run_stage 2; then
   echo "stage 2: train $conf into $exp on $ngpu GPU(s)"
-  trainer=("${launcher[@]}")
-  if [ "$ngpu" -gt 1 ]; then
-    read -r -a dist_opts <<< "$torchrun_opts"
-    trainer+=(-m torch.distributed.run "${dist_opts[@]}" "--nproc_per_node=$ngpu")
-  fi
-  # --resume: re-running the stage continues the run exactly where it stopped
-  "${trainer[@]}" -m usef.bin.train "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
+  train_launcher  # --resume: re-running the stage continues the run exactly where it stopped
+  "${trainer[@]}" "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
 fi
 
 model_dir=$exp/average_best$n_average

@@ -33,6 +33,7 @@ python=${python:-python}
 
 vars=" stage stop_stage conf speech noise dev_speakers ngpu exp n_average eval_items eval_seed torchrun_opts train_opts eval_opts python "
 . "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../train_launcher.sh"
 
 absolute() { case "$1" in /*|"") printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
 speech=$(absolute "$speech")
@@ -71,12 +72,8 @@ fi
 
 if run_stage 2; then
   echo "stage 2: train $conf into $exp on $ngpu GPU(s)"
-  trainer=("${launcher[@]}")
-  if [ "$ngpu" -gt 1 ]; then
-    read -r -a dist_opts <<< "$torchrun_opts"
-    trainer+=(-m torch.distributed.run "${dist_opts[@]}" "--nproc_per_node=$ngpu")
-  fi
-  "${trainer[@]}" -m usef.bin.train "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
+  train_launcher  # --resume: re-running the stage continues the run exactly where it stopped
+  "${trainer[@]}" "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
 fi
 
 if run_stage 3; then
