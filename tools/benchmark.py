@@ -4,8 +4,8 @@
 For each model at its default config: parameters, forward time and real-time factor (RTF =
 processing time / audio duration) for a 10 s mixture with a 4 s reference on CPU with 1 and 2
 threads, and peak resident memory of the process; the same on CUDA (fp32 and bf16 autocast)
-when a GPU is present. ``--long`` also extracts a 1-hour 8 kHz mixture through ``usef.extract``
-(chunked) and reports its peak RSS and RTF. Every measurement runs in a fresh subprocess so the
+when a GPU is present. ``--long`` also extracts a 1-hour mixture through ``usef.extract``
+(chunked; at the model's own rate) and reports its peak RSS and RTF. Every measurement runs in a fresh subprocess so the
 peak-memory figures do not mix.
 
     python tools/benchmark.py --json benchmark.json
@@ -30,15 +30,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _build(name: str):
+    """A registry name at its default config, or a bundled model / model directory (its own config)."""
+    from usef import hub
+    from usef.checkpoint import load_pretrained
+    from usef.models import build_model, list_models
+
+    if name in list_models():
+        return build_model(name)
+    return load_pretrained(hub.resolve_model(name))
+
+
 def measure_forward(name: str, device: str, threads: int, dtype: str, repeats: int,
                     mixture_seconds: float, reference_seconds: float) -> dict:
     import torch
 
-    from usef.models import build_model
-
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
-    model = build_model(name).eval().to(device)
+    model = _build(name).eval().to(device)
     sr = model.sample_rate
     generator = torch.Generator().manual_seed(0)
     mixture = torch.randn(1, int(mixture_seconds * sr), generator=generator).to(device)
@@ -81,11 +90,11 @@ def measure_long(model: str, hours: float, threads: int) -> dict:
     import usef
 
     torch.set_num_threads(threads)
-    sr = 8000
+    extractor = usef.load_model(model, sample_rate=8000 if model == "default" else None)
+    sr = extractor.sample_rate  # the model's own rate: no resampling in the measurement
     rng = np.random.default_rng(0)
     mixture = (0.1 * rng.standard_normal(int(hours * 3600 * sr))).astype(np.float32)
     reference = (0.1 * rng.standard_normal(4 * sr)).astype(np.float32)
-    extractor = usef.load_model(model, sample_rate=sr)
     start = time.perf_counter()
     estimate = extractor.extract(mixture, reference, sample_rate=sr)
     seconds = time.perf_counter() - start
@@ -103,7 +112,9 @@ def _run_child(args: list[str]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="*", help="registry names (default: all)")
+    parser.add_argument("--models", nargs="*",
+                        help="registry names (default config), bundled model names or model directories "
+                             "(their own config, e.g. usef-conformer-16k); default: every registry name")
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mixture-seconds", type=float, default=10.0)
