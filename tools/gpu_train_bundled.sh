@@ -10,7 +10,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 # EXTRA: overrides for every run. The d-vector table is attached to all of them so that the three
 # draw the very same examples (the table also fixes the rule: the target talker is not speed-perturbed);
 # models that take a reference ignore the vectors.
-OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA:-data.dvectors=packs/dvectors.npz}
+OUT=${OUT:-out}; MINUTES=${MINUTES:-7.3}; PILOT_STEPS=${PILOT_STEPS:-60}; EXTRA=${EXTRA-data.dvectors=packs/dvectors.npz}  # EXTRA= (empty) for a run without the table
 mkdir -p "$OUT" exp
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
