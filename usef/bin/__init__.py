@@ -33,3 +33,14 @@ class ItemProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def rate_of(path) -> int | None:
+    """Sample rate of an audio file, or None when it cannot be read (``--model default`` is then
+    picked without a rate; the bad file is reported where it is processed)."""
+    from usef.audio import audio_info  # lazy: keeps --help fast
+
+    try:
+        return audio_info(path, "mixture")[0]
+    except (ValueError, OSError):
+        return None

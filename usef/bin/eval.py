@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from usef.bin import HelpFormatter, ItemProgress
+from usef.bin import HelpFormatter, ItemProgress, rate_of
 from usef.data.librimix import (
     make_enrollment_list,
     metadata_path,
@@ -184,16 +184,6 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     )
 
 
-def _first_rate(items: list[dict[str, Any]]) -> int | None:
-    """Rate of the first mixture: ``--model default`` picks the bundled model for it."""
-    from usef.audio import audio_info
-
-    try:
-        return audio_info(items[0]["mixture"], "mixture")[0]
-    except (ValueError, OSError, KeyError):
-        return None
-
-
 def _load_model(name: str, device: str, sample_rate: int | None = None) -> Any:
     import usef
 
@@ -256,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("the evaluation list is empty")
         if args.limit is not None:
             items = items[: args.limit]
-        model = _load_model(args.model, args.device, sample_rate or _first_rate(items))
+        # --model default: the bundled model for the first mixture's rate
+        model = _load_model(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"usef eval: error: {exc}", file=sys.stderr)
         return 2

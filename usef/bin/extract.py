@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from usef.bin import rate_of
+
 EPILOG = """examples:
   usef extract mixture.wav enrolment.wav -o target.wav --model exp/usef/best
   usef extract --list pairs.csv --out-dir out/ --model exp/usef/best --jobs 4
@@ -339,14 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from usef.api import load_model
-        from usef.audio import audio_info
 
-        rate = None
-        if args.model == "default" and first_mixture:
-            try:  # the default model depends on the input rate
-                rate = audio_info(first_mixture, "mixture")[0]
-            except (ValueError, OSError):
-                pass
+        # the default model depends on the input rate
+        rate = rate_of(first_mixture) if args.model == "default" and first_mixture else None
 
         device = args.device
         if device is None and world > 1 and torch.cuda.is_available():
