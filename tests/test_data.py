@@ -278,6 +278,20 @@ def test_pack_round_trip_without_soundfile(tmp_path, monkeypatch):
     assert read_pack(out).noise_categories == ["rain"]
 
 
+def test_merge_keeps_every_clip_in_order_and_checks_rates():
+    speech = SpeakerCorpus.merge(_corpus(), SpeakerCorpus.from_arrays({"extra:9": [_speech(2.0, 9)]}, SR))
+    assert type(speech) is SpeakerCorpus
+    assert speech.speakers == sorted(_corpus().speakers + ["extra:9"])
+    np.testing.assert_array_equal(speech.load("extra:9", 0), _speech(2.0, 9))
+    noise = NoiseCorpus.merge(_noise(), _noise())
+    assert type(noise) is NoiseCorpus and len(noise) == 4 and noise.category(3) == "tick"
+    np.testing.assert_array_equal(noise.load(2), _noise().load(0))
+    with pytest.raises(ValueError, match="share a sample rate"):
+        NoiseCorpus.merge(_noise(), NoiseCorpus.from_arrays([_speech(1.0, 1)], 2 * SR))
+    with pytest.raises(ValueError, match="at least one"):
+        SpeakerCorpus.merge()
+
+
 # -- splits ----------------------------------------------------------------------
 
 

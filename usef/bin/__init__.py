@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Callable, Sequence
+
+
+class UsageError(Exception):
+    """A problem with the command line or its inputs: exit code 2."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -44,3 +50,32 @@ def rate_of(path) -> int | None:
         return audio_info(path, "mixture")[0]
     except (ValueError, OSError):
         return None
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    command: Callable[[argparse.Namespace], int],
+    errors: tuple[type[Exception], ...] = (),
+    log_level: int = logging.INFO,
+) -> int:
+    """Parse ``argv`` and return ``command(args)``: the one place a subcommand's errors become exit codes.
+
+    argparse's own exit stays (0 for --help, 2 for a usage error); :class:`UsageError` and
+    ``errors`` print ``<prog>: error: <message>`` and give 2; Ctrl-C gives 130. Other exceptions
+    are bugs and keep their traceback. Logging is set up only where the caller has not done it.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors; main() returns instead
+        return int(exc.code or 0)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return command(args)
+    except (UsageError, *errors) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130

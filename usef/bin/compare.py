@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from usef.bin import HelpFormatter
+from usef.bin import HelpFormatter, UsageError, run_command
 
 EPILOG = """\
 example:
@@ -59,42 +60,34 @@ def _file_safe(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
-        return int(exc.code or 0)
+    return run_command(build_parser(), argv, _compare, errors=(FileNotFoundError, ValueError),
+                       log_level=logging.WARNING)
+
+
+def _compare(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
-        print("usef compare: error: --bootstrap must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--bootstrap must be at least 1")
 
     from usef.report.compare import format_table, load_eval, paired_compare
 
-    try:
-        a = load_eval(args.eval_a)
-        b = load_eval(args.eval_b)
-        result = paired_compare(
-            a, b, metric=args.metric, seed=args.seed,
-            n_bootstrap=args.bootstrap, intersect=args.intersect,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"usef compare: error: {exc}", file=sys.stderr)
-        return 2
-
+    a = load_eval(args.eval_a)
+    b = load_eval(args.eval_b)
+    result = paired_compare(
+        a, b, metric=args.metric, seed=args.seed,
+        n_bootstrap=args.bootstrap, intersect=args.intersect,
+    )
     out = args.out or args.eval_a / f"compare_{_file_safe(result['b']['name'])}.json"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     except OSError as exc:
-        print(f"usef compare: error: cannot write {out}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write {out}: {exc}") from exc
     print(format_table(result), end="")
     if result["n_dropped"]:
         reasons = ", ".join(f"{k} {v}" for k, v in result["dropped"].items() if v)
         print(f"dropped {result['n_dropped']} items ({reasons})")
     print(f"wrote {out}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

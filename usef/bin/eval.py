@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from usef.bin import HelpFormatter, ItemProgress, rate_of
+from usef.bin import HelpFormatter, ItemProgress, UsageError, rate_of, run_command
 from usef.data.librimix import (
     make_enrollment_list,
     metadata_path,
@@ -47,10 +47,6 @@ outputs in --out-dir: metrics.csv, failures.csv, summary.json, estimates/<id>.wa
 
 # mix_single holds one talker only, so it has no second target
 MIX_TYPES = ("mix_clean", "mix_both")
-
-
-class UsageError(Exception):
-    """A problem with the command line or its inputs: exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,56 +197,38 @@ def _load_model(name: str, device: str, sample_rate: int | None = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
-        return int(exc.code or 0)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-        )
-    if args.limit is not None and args.limit <= 0:
-        print("usef eval: error: --limit must be positive", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv, _evaluate, errors=(ValueError, FileNotFoundError))
 
-    try:
-        if args.list is not None:
-            items = read_eval_list(args.list)
-            sample_rate = None
-            source: dict[str, Any] = {"list": str(args.list)}
-        else:
-            if args.enrollment is not None and not args.enrollment.is_file():
-                raise UsageError(f"--enrollment {args.enrollment}: no such file")
-            enrollment = args.enrollment or args.out_dir / "enrollment.csv"
-            items = libri2mix_items(
-                args.libri2mix,
-                args.subset,
-                args.sample_rate,
-                args.mode,
-                args.mix_type,
-                enrollment,
-                args.seed,
-            )
-            sample_rate = args.sample_rate
-            source = {
-                "libri2mix": str(args.libri2mix),
-                "subset": args.subset,
-                "sample_rate": args.sample_rate,
-                "mode": args.mode,
-                "mix_type": args.mix_type,
-                "enrollment": str(enrollment),
-                "enrollment_seed": args.seed,
-            }
-        if not items:
-            raise UsageError("the evaluation list is empty")
-        if args.limit is not None:
-            items = items[: args.limit]
-        # --model default: the bundled model for the first mixture's rate
-        model = _load_model(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        print(f"usef eval: error: {exc}", file=sys.stderr)
-        return 2
+
+def _evaluate(args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError("--limit must be positive")
+    if args.list is not None:
+        items = read_eval_list(args.list)
+        sample_rate = None
+        source: dict[str, Any] = {"list": str(args.list)}
+    else:
+        if args.enrollment is not None and not args.enrollment.is_file():
+            raise UsageError(f"--enrollment {args.enrollment}: no such file")
+        enrollment = args.enrollment or args.out_dir / "enrollment.csv"
+        items = libri2mix_items(args.libri2mix, args.subset, args.sample_rate, args.mode,
+                                args.mix_type, enrollment, args.seed)
+        sample_rate = args.sample_rate
+        source = {
+            "libri2mix": str(args.libri2mix),
+            "subset": args.subset,
+            "sample_rate": args.sample_rate,
+            "mode": args.mode,
+            "mix_type": args.mix_type,
+            "enrollment": str(enrollment),
+            "enrollment_seed": args.seed,
+        }
+    if not items:
+        raise UsageError("the evaluation list is empty")
+    if args.limit is not None:
+        items = items[: args.limit]
+    # --model default: the bundled model for the first mixture's rate
+    model = _load_model(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
 
     logger.info(
         "using model %s (%d Hz) from %r on %s",
@@ -284,9 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=bar,
             metadata=metadata,
         )
-    except KeyboardInterrupt:
-        print("usef eval: interrupted", file=sys.stderr)
-        return 130
     finally:
         bar.close()
     _print_summary(summary, args.out_dir)

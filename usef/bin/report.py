@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from usef.bin import HelpFormatter, ItemProgress
+from usef.bin import HelpFormatter, ItemProgress, UsageError, run_command
 
 EPILOG = """\
 example:
@@ -49,16 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
-        return int(exc.code or 0)
+    return run_command(build_parser(), argv, _report, log_level=logging.WARNING,
+                       errors=(FileNotFoundError, ValueError, ImportError, OSError))
+
+
+def _report(args: argparse.Namespace) -> int:
     if args.worst is not None and args.worst < 1:
-        print("usef report: error: --worst must be at least 1", file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        raise UsageError("--worst must be at least 1")
 
     from usef.report.html import build_report
 
@@ -66,12 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = build_report(args.eval_dirs, args.out, worst=args.worst, title=args.title,
                               eval_list=args.eval_list, progress=bar)
-    except (FileNotFoundError, ValueError, ImportError, OSError) as exc:
-        print(f"usef report: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("usef report: interrupted", file=sys.stderr)
-        return 130
     finally:
         bar.close()
     for note in result["notes"]:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from usef.bin import HelpFormatter, ItemProgress
+from usef.bin import HelpFormatter, ItemProgress, UsageError, run_command
 
 logger = logging.getLogger("usef.study")
 
@@ -38,10 +38,6 @@ outputs in --out-dir: reference_length.csv (model x length x item), summary.csv
 (mean SI-SDRi, 95% CI, failure rate = share with SI-SDRi < 0), reference_length.png,
 study.json
 """
-
-
-class UsageError(Exception):
-    """A problem with the command line or its inputs: exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,22 +112,18 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from usef.evaluate import read_eval_list
     from usef.report.studies import reference_length_study
 
-    try:
-        if args.limit is not None and args.limit <= 0:
-            raise UsageError("--limit must be positive")
-        bad = [v for v in args.lengths if not (math.isfinite(v) and v > 0)]
-        if bad:
-            raise UsageError(f"--lengths must be positive seconds, got {bad}")
-        if len(set(args.lengths)) != len(args.lengths):
-            raise UsageError(f"--lengths has duplicates: {args.lengths}")
-        items = read_eval_list(args.list)
-        if not items:
-            raise UsageError(f"{args.list}: the evaluation list is empty")
-        items = items[: args.limit]
-        extractors, requested = _load_models(args.model, args.device)
-    except (UsageError, ValueError, FileNotFoundError) as exc:
-        print(f"usef study: error: {exc}", file=sys.stderr)
-        return 2
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError("--limit must be positive")
+    bad = [v for v in args.lengths if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise UsageError(f"--lengths must be positive seconds, got {bad}")
+    if len(set(args.lengths)) != len(args.lengths):
+        raise UsageError(f"--lengths has duplicates: {args.lengths}")
+    items = read_eval_list(args.list)
+    if not items:
+        raise UsageError(f"{args.list}: the evaluation list is empty")
+    items = items[: args.limit]
+    extractors, requested = _load_models(args.model, args.device)
 
     settings = {
         "command": "usef study " + shlex.join(argv),
@@ -146,12 +138,6 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
             extractors, items, args.lengths, args.out_dir, seed=args.seed, crop=args.crop,
             progress=bar, settings=settings,
         )
-    except (ImportError, ValueError) as exc:
-        print(f"usef study: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("usef study: interrupted", file=sys.stderr)
-        return 130
     finally:
         bar.close()
     _print_table(summary, args.out_dir)
@@ -160,18 +146,9 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
-        return int(exc.code or 0)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.study == "reference-length":
-        return _reference_length(args, argv)
-    print(f"usef study: error: unknown study {args.study!r}", file=sys.stderr)
-    return 2
-
+    studies = {"reference-length": lambda args: _reference_length(args, argv)}
+    return run_command(build_parser(), argv, lambda args: studies[args.study](args),
+                       errors=(ValueError, FileNotFoundError, ImportError))
 
 if __name__ == "__main__":
     sys.exit(main())

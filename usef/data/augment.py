@@ -14,15 +14,16 @@ import numpy as np
 
 _MAX_FFT = 1 << 24
 
-__all__ = ["speed_perturb", "synthetic_rir"]
+__all__ = ["convolve", "output_length", "power", "source_length", "speed_perturb", "synthetic_rir"]
 
 
-def _src_len(out_len: int, factor: float) -> int:
+def source_length(out_len: int, factor: float) -> int:
     """Input samples that become ``out_len`` samples when sped up by ``factor``."""
     return max(1, round(out_len * factor)) if out_len > 0 else 0
 
 
-def _out_len(src_len: int, factor: float) -> int:
+def output_length(src_len: int, factor: float) -> int:
+    """Samples that ``src_len`` input samples become when sped up by ``factor``."""
     return max(1, round(src_len / factor)) if src_len > 0 else 0
 
 
@@ -49,7 +50,7 @@ def _fft_lengths(n_in: int, factor: float) -> tuple[int, int]:
     first = int(np.searchsorted(sizes, n_in))
     cand_in = sizes[first : first + 8]
     if len(cand_in) == 0 or cand_in[-1] / factor >= sizes[-1]:
-        return n_in, _out_len(n_in, factor)
+        return n_in, output_length(n_in, factor)
     ideal = cand_in / factor
     j = np.clip(np.searchsorted(sizes, ideal), 1, len(sizes) - 1)
     cand_out = np.where(ideal - sizes[j - 1] <= sizes[j] - ideal, sizes[j - 1], sizes[j])
@@ -71,7 +72,7 @@ def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
     if factor <= 0:
         raise ValueError(f"factor must be > 0, got {factor}")
     x = np.asarray(x, dtype=np.float64)
-    n_out = _out_len(len(x), factor)
+    n_out = output_length(len(x), factor)
     if factor == 1.0 or len(x) < 2:
         return x.copy()
     len_in, len_out = _fft_lengths(len(x), factor)
@@ -99,7 +100,7 @@ def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int,
     return tail
 
 
-def _convolve(x: np.ndarray, *filters: np.ndarray) -> tuple[np.ndarray, ...]:
+def convolve(x: np.ndarray, *filters: np.ndarray) -> tuple[np.ndarray, ...]:
     """Causal FFT convolution of ``x`` with each filter, truncated to len(x)."""
     needed = len(x) + max(len(h) for h in filters) - 1
     sizes = _fast_sizes()
@@ -108,5 +109,6 @@ def _convolve(x: np.ndarray, *filters: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.fft.irfft(spec * np.fft.rfft(h, size), size)[: len(x)] for h in filters)
 
 
-def _power(x: np.ndarray) -> float:
+def power(x: np.ndarray) -> float:
+    """Mean square of ``x``; 0 for an empty array."""
     return float(np.mean(x**2)) if x.size else 0.0

@@ -43,10 +43,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from usef.data.augment import (
-    _convolve,
-    _out_len,
-    _power,
-    _src_len,
+    convolve,
+    output_length,
+    power,
+    source_length,
     speed_perturb,
     synthetic_rir,
 )
@@ -220,15 +220,15 @@ class DynamicMixDataset(Dataset):
     def _segment_crop(self, rng, speaker: str, k: int, factor: float, seg: int, region=None) -> Crop:
         """Random crop for a ``seg``-sample output inside ``region`` (default: whole utterance)."""
         lo, hi = region or (0, len(self.speech.load(speaker, k)))
-        need = min(_src_len(seg, factor), hi - lo)
+        need = min(source_length(seg, factor), hi - lo)
         start = lo + int(rng.integers(0, hi - lo - need + 1))
-        offset = int(rng.integers(0, max(0, seg - _out_len(need, factor)) + 1))
+        offset = int(rng.integers(0, max(0, seg - output_length(need, factor)) + 1))
         return Crop(speaker, k, start, start + need, factor, offset)
 
     def _target_and_reference(self, rng, speaker: str, factor: float) -> tuple[Crop, Crop] | None:
         c = self.config
         seg = self._seconds(c.segment_seconds)
-        ref_src = _src_len(self._seconds(rng.uniform(*c.reference_seconds)), factor)
+        ref_src = source_length(self._seconds(rng.uniform(*c.reference_seconds)), factor)
         n_utt = self.speech.num_utterances(speaker)
         k = int(rng.integers(n_utt))
         if n_utt > 1:
@@ -241,12 +241,12 @@ class DynamicMixDataset(Dataset):
             return target, Crop(speaker, j, start, start + take, factor)
         # one recording: target and reference come from disjoint regions of it
         n = len(self.speech.load(speaker, k))
-        min_ref = _src_len(self._seconds(c.min_reference_seconds), factor)
+        min_ref = source_length(self._seconds(c.min_reference_seconds), factor)
         if self.dvectors is not None:  # leave room for a whole grid window clear of the target
             min_ref = max(min_ref, self._seconds(self.dvectors.window_seconds + self.dvectors.hop_seconds))
-        if n - min_ref < _src_len(self._seconds(c.min_target_seconds), factor):
+        if n - min_ref < source_length(self._seconds(c.min_target_seconds), factor):
             return None
-        tgt_len = min(_src_len(seg, factor), n - min_ref)
+        tgt_len = min(source_length(seg, factor), n - min_ref)
         ref_len = min(ref_src, n - tgt_len)
         slack = n - tgt_len - ref_len
         first = int(rng.integers(0, slack + 1))
@@ -326,7 +326,7 @@ class DynamicMixDataset(Dataset):
         early = np.zeros_like(rir)
         n_early = max(1, self._seconds(self.config.early_reverb_ms / 1000.0))
         early[:n_early] = rir[:n_early]
-        return _convolve(x, rir, early)
+        return convolve(x, rir, early)
 
     def _render(self, plan: MixPlan, rng: np.random.Generator) -> dict:
         seg = self._seconds(self.config.segment_seconds)
@@ -334,22 +334,22 @@ class DynamicMixDataset(Dataset):
         interferer = np.zeros(seg)
         for crop in plan.interferers:
             x = self._reverb(rng, self._audio(crop, seg), plan.rt60)[0]
-            interferer += x / math.sqrt(max(_power(x), 1e-20))  # equal power per talker
-        p_int = _power(interferer)
+            interferer += x / math.sqrt(max(power(x), 1e-20))  # equal power per talker
+        p_int = power(interferer)
         if p_int > 0:
-            interferer *= math.sqrt(_power(target) / p_int / 10 ** (plan.sir_db / 10))
+            interferer *= math.sqrt(power(target) / p_int / 10 ** (plan.sir_db / 10))
         speech = target_mix + interferer
         noise = np.zeros(seg)
         if plan.noise is not None:
             i, start, snr = plan.noise
             noise = self._noise(i, start, seg)
-            if _power(noise) > 0:
-                noise *= math.sqrt(_power(speech) / _power(noise) / 10 ** (snr / 10))
+            if power(noise) > 0:
+                noise *= math.sqrt(power(speech) / power(noise) / 10 ** (snr / 10))
         mixture = speech + noise
-        scale = 10 ** (plan.gain_dbfs / 20) / math.sqrt(max(_power(mixture), 1e-20))
+        scale = 10 ** (plan.gain_dbfs / 20) / math.sqrt(max(power(mixture), 1e-20))
         scale = min(scale, _PEAK / max(float(np.max(np.abs(mixture))), 1e-20))
         reference = self._reverb(rng, self._audio(plan.reference), plan.reference_rt60)[0]
-        ref_scale = 10 ** (plan.reference_gain_dbfs / 20) / math.sqrt(max(_power(reference), 1e-20))
+        ref_scale = 10 ** (plan.reference_gain_dbfs / 20) / math.sqrt(max(power(reference), 1e-20))
         ref_scale = min(ref_scale, _PEAK / max(float(np.max(np.abs(reference))), 1e-20))
         f32 = np.float32
         return {

@@ -29,7 +29,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 import numpy as np
 
@@ -98,6 +98,9 @@ def load_audio(path: PathLike, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+_C = TypeVar("_C", bound="_Clips")
+
+
 class _Clips:
     """Labelled clips, each a file (loaded on first use, then cached) or an array."""
 
@@ -143,8 +146,9 @@ class _Clips:
             raise ValueError(f"csv_path {csv_path} has no rows")
         return [r[label_col] for r in rows], [base / r["path"] for r in rows]
 
-    @staticmethod
-    def _merged(corpora: Sequence[_Clips]) -> tuple[list, list, int]:
+    @classmethod
+    def merge(cls: type[_C], *corpora: _C) -> _C:  # noqa: PYI019 (typing.Self needs Python 3.11)
+        """One corpus with the clips of every one of ``corpora`` (of this class, one sample rate)."""
         if not corpora:
             raise ValueError("merge needs at least one corpus")
         rates = {c.sample_rate for c in corpora}
@@ -156,7 +160,7 @@ class _Clips:
             lab, src = c._parts(range(len(c._sources)))
             labels += lab
             sources += src
-        return labels, sources, rates.pop()
+        return cls(labels, sources, rates.pop())
 
 
 class SpeakerCorpus(_Clips):
@@ -211,11 +215,6 @@ class SpeakerCorpus(_Clips):
             raise ValueError(f"path {path}: the pack holds no speech")
         return cls(pack.speakers, pack.speech, pack.sample_rate)
 
-    @classmethod
-    def merge(cls, *corpora: SpeakerCorpus) -> SpeakerCorpus:
-        labels, sources, rate = _Clips._merged(corpora)
-        return cls(labels, sources, rate)
-
     def subset(self, speakers: Iterable[str]) -> SpeakerCorpus:
         wanted = set(speakers)
         unknown = wanted - set(self._index)
@@ -257,11 +256,6 @@ class NoiseCorpus(_Clips):
         if not pack.noise:
             raise ValueError(f"path {path}: the pack holds no noise")
         return cls(pack.noise_categories, pack.noise, pack.sample_rate)
-
-    @classmethod
-    def merge(cls, *corpora: NoiseCorpus) -> NoiseCorpus:
-        labels, sources, rate = _Clips._merged(corpora)
-        return cls(labels, sources, rate)
 
     def subset(self, categories: Iterable[str]) -> NoiseCorpus:
         wanted = set(categories)
