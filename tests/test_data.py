@@ -257,6 +257,7 @@ def test_pack_round_trip_without_soundfile(tmp_path, monkeypatch):
     out = tmp_path / "pack.npz"
     summary = write_pack(out, speech, noise, max_seconds_per_speaker=4.5, max_seconds_per_noise=2.0,
                          exclude_speakers=["ls_2"])
+    write_pack(tmp_path / "speech_only.npz", speech)
     assert summary["speakers"] == 2 and summary["utterances"] == 4  # ls_1 capped at two 2 s utterances
     with np.load(out, allow_pickle=False) as data:
         assert data["audio"].dtype == np.uint8 and data["speech_speakers"].dtype.kind == "U"
@@ -276,6 +277,9 @@ def test_pack_round_trip_without_soundfile(tmp_path, monkeypatch):
                            reference_seconds=(1.0, 1.0), min_reference_seconds=0.5, min_target_seconds=0.5)
     assert ds[0]["mixture"].shape == (SR,)
     assert read_pack(out).noise_categories == ["rain"]
+    assert type(SpeakerCorpus.from_pack(tmp_path / "speech_only.npz")) is SpeakerCorpus
+    with pytest.raises(ValueError, match="holds no noise"):
+        NoiseCorpus.from_pack(tmp_path / "speech_only.npz")
 
 
 def test_merge_keeps_every_clip_in_order_and_checks_rates():

@@ -155,8 +155,11 @@ def test_pesq_no_utterance_gives_nan(monkeypatch, caplog):
 
 def test_missing_optional_package_names_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pesq", None)
-    with pytest.raises(ImportError, match=r"usef\[metrics\]"):
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    with pytest.raises(ImportError, match=r"metrics.pesq needs the 'pesq' package.*usef\[metrics\]"):
         M.pesq(np.ones(8000), np.ones(8000), 8000)
+    with pytest.raises(ImportError, match=r"metrics.stoi needs the 'pystoi' package.*usef\[metrics\]"):
+        M.stoi(np.ones(8000), np.ones(8000), 8000)
 
 
 def test_stoi_identical_and_noise():

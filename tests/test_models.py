@@ -1,5 +1,7 @@
 """Extractors: the pipeline contract, registry, batching, gradients, checkpoints."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -160,6 +162,9 @@ def test_save_load_round_trip(tmp_path, name):
     model.save_pretrained(tmp_path / "ckpt")
     loaded = load_pretrained(tmp_path / "ckpt")
     assert loaded.name == name and loaded.sample_rate == model.sample_rate
+    # the config is exactly the constructor's arguments: nothing lost, nothing extra
+    assert set(model.config) == set(inspect.signature(type(model).__init__).parameters) - {"self"}
+    assert loaded.config == model.config
     with torch.no_grad():
         assert torch.equal(model(mixture, reference, **kwargs), loaded(mixture, reference, **kwargs))
 

@@ -12,6 +12,7 @@ library works without them.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Sequence
@@ -166,6 +167,14 @@ def sdr_imp(estimate: Any, target: Any, mixture: Any) -> float:
     return sdr(estimate, target) - sdr(mixture, target)
 
 
+def _metric_package(module: str, metric: str) -> Any:
+    """Import the optional package behind ``metric``, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"usef.metrics.{metric} needs the {module!r} package; {_EXTRA_HINT}") from exc
+
+
 def pesq(estimate: Any, target: Any, sample_rate: int) -> float:
     """PESQ (ITU-T P.862): narrow-band at 8 kHz, wide-band at 16 kHz.
 
@@ -176,12 +185,7 @@ def pesq(estimate: Any, target: Any, sample_rate: int) -> float:
         estimate, target: (T,)
     """
     est, tgt = _pair(estimate, target)
-    try:
-        import pesq as pesq_lib
-    except ImportError as exc:
-        raise ImportError(
-            f"usef.metrics.pesq needs the 'pesq' package; {_EXTRA_HINT}"
-        ) from exc
+    pesq_lib = _metric_package("pesq", "pesq")
     sample_rate = int(sample_rate)
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -213,13 +217,8 @@ def stoi(estimate: Any, target: Any, sample_rate: int) -> float:
         estimate, target: (T,)
     """
     est, tgt = _pair(estimate, target)
-    try:
-        from pystoi import stoi as stoi_fn
-    except ImportError as exc:
-        raise ImportError(
-            f"usef.metrics.stoi needs the 'pystoi' package; {_EXTRA_HINT}"
-        ) from exc
-    return float(stoi_fn(tgt, est, int(sample_rate), extended=False))
+    pystoi = _metric_package("pystoi", "stoi")
+    return float(pystoi.stoi(tgt, est, int(sample_rate), extended=False))
 
 
 def compute_metrics(

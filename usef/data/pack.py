@@ -104,6 +104,9 @@ _C = TypeVar("_C", bound="_Clips")
 class _Clips:
     """Labelled clips, each a file (loaded on first use, then cached) or an array."""
 
+    _label_column = ""  # the manifest column with each clip's label
+    _pack_fields = ("", "")  # the Pack attributes with the clips and their labels
+
     def __init__(self, labels: Sequence[str], sources: Sequence, sample_rate: int):
         if len(labels) != len(sources):
             raise ValueError("labels and sources must have the same length")
@@ -131,6 +134,23 @@ class _Clips:
     def _parts(self, keep: Iterable[int]) -> tuple[list, list]:
         keep = list(keep)
         return [self._labels[i] for i in keep], [self._cache.get(i, self._sources[i]) for i in keep]
+
+    @classmethod
+    def from_manifest(cls: type[_C], csv_path: PathLike, sample_rate: int,  # noqa: PYI019 (Self: Python 3.11)
+                      root: PathLike | None = None) -> _C:
+        """Manifest CSV with columns ``path`` and the label (``speaker`` or ``category``), more columns
+        ignored; paths relative to ``root`` (default: the CSV's folder)."""
+        return cls(*cls._read_manifest(csv_path, cls._label_column, root), sample_rate)
+
+    @classmethod
+    def from_pack(cls: type[_C], path: PathLike) -> _C:  # noqa: PYI019 (Self: Python 3.11)
+        """The clips of one kind in a pack written by :func:`write_pack` (kept mu-law decoded in memory)."""
+        clips_field, labels_field = cls._pack_fields
+        pack = read_pack(path)
+        clips = getattr(pack, clips_field)
+        if not clips:
+            raise ValueError(f"path {path}: the pack holds no {clips_field}")
+        return cls(getattr(pack, labels_field), clips, pack.sample_rate)
 
     @staticmethod
     def _read_manifest(csv_path: PathLike, label_col: str, root: PathLike | None) -> tuple[list, list]:
@@ -166,6 +186,9 @@ class _Clips:
 class SpeakerCorpus(_Clips):
     """Speaker id -> utterances; ``load(speaker, k)`` gives utterance ``k`` as float32 (T,)."""
 
+    _label_column = "speaker"
+    _pack_fields = ("speech", "speakers")
+
     def __init__(self, speakers: Sequence[str], sources: Sequence, sample_rate: int):
         super().__init__(speakers, sources, sample_rate)
         self._index: dict[str, list[int]] = {}
@@ -195,25 +218,12 @@ class SpeakerCorpus(_Clips):
         return cls(speakers, arrays, sample_rate)
 
     @classmethod
-    def from_manifest(cls, csv_path: PathLike, sample_rate: int, root: PathLike | None = None) -> SpeakerCorpus:
-        """Manifest CSV with columns ``path,speaker[,...]``; paths relative to ``root``
-        (default: the CSV's folder)."""
-        return cls(*_Clips._read_manifest(csv_path, "speaker", root), sample_rate)
-
-    @classmethod
     def from_folders(cls, root: PathLike, sample_rate: int) -> SpeakerCorpus:
         """One sub-folder per speaker (the folder name is the speaker id)."""
         files = sorted(p for p in Path(root).glob("*/*") if p.suffix.lower() in AUDIO_EXTENSIONS)
         if not files:
             raise ValueError(f"root {root} has no audio files in speaker sub-folders")
         return cls([p.parent.name for p in files], files, sample_rate)
-
-    @classmethod
-    def from_pack(cls, path: PathLike) -> SpeakerCorpus:
-        pack = read_pack(path)
-        if not pack.speech:
-            raise ValueError(f"path {path}: the pack holds no speech")
-        return cls(pack.speakers, pack.speech, pack.sample_rate)
 
     def subset(self, speakers: Iterable[str]) -> SpeakerCorpus:
         wanted = set(speakers)
@@ -225,6 +235,9 @@ class SpeakerCorpus(_Clips):
 
 class NoiseCorpus(_Clips):
     """Noise clips with a category each; ``load(i)`` gives clip ``i`` as float32 (T,)."""
+
+    _label_column = "category"
+    _pack_fields = ("noise", "noise_categories")
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -244,18 +257,6 @@ class NoiseCorpus(_Clips):
                     categories: Sequence[str] | None = None) -> NoiseCorpus:
         cats = list(categories) if categories is not None else ["noise"] * len(arrays)
         return cls(cats, [np.asarray(x, dtype=np.float32) for x in arrays], sample_rate)
-
-    @classmethod
-    def from_manifest(cls, csv_path: PathLike, sample_rate: int, root: PathLike | None = None) -> NoiseCorpus:
-        """Manifest CSV with columns ``path,category[,...]``, paths relative to ``root``."""
-        return cls(*_Clips._read_manifest(csv_path, "category", root), sample_rate)
-
-    @classmethod
-    def from_pack(cls, path: PathLike) -> NoiseCorpus:
-        pack = read_pack(path)
-        if not pack.noise:
-            raise ValueError(f"path {path}: the pack holds no noise")
-        return cls(pack.noise_categories, pack.noise, pack.sample_rate)
 
     def subset(self, categories: Iterable[str]) -> NoiseCorpus:
         wanted = set(categories)

@@ -92,7 +92,11 @@ class TargetSpeakerExtractor(nn.Module):
         self.spectral_output = spectral_output
         self.stft = STFTCodec(n_fft, hop_length, win_length)
         self.encoder = FeatureEncoder(encoder_channels)
-        self.config: dict[str, Any] = {}
+        # constructor args are the config: subclasses add theirs, checkpoints store the whole dict
+        self.config: dict[str, Any] = {
+            "sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "win_length": win_length,
+            "encoder_channels": encoder_channels, "spectral_output": spectral_output,
+        }
 
     # -- the contract ---------------------------------------------------------------------
     needs_reference: bool = True

@@ -67,12 +67,10 @@ class EmbeddingExtractor(TargetSpeakerExtractor):
         )
         self.fusion = EmbeddingFusion(fusion, encoder_channels, embedding_dim)
         self.separator = build_separator(separator, self.fusion.out_channels, self.stft.num_bins, separator_args)
-        self.config = {
-            "sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "win_length": win_length,
-            "encoder_channels": encoder_channels, "fusion": fusion, "embedding_source": embedding_source,
-            "embedding_dim": embedding_dim, "speaker_encoder_args": speaker_encoder_args, "separator": separator,
-            "separator_args": separator_args, "spectral_output": spectral_output,
-        }
+        self.config.update({
+            "fusion": fusion, "embedding_source": embedding_source, "embedding_dim": embedding_dim,
+            "speaker_encoder_args": speaker_encoder_args, "separator": separator, "separator_args": separator_args,
+        })
 
     def prepare_condition(
         self,

@@ -64,12 +64,10 @@ class UsefExtractor(TargetSpeakerExtractor):
             encoder_channels, attention_heads, attention_qk_channels, residual=False
         )
         self.separator = build_separator(separator, 2 * encoder_channels, self.stft.num_bins, separator_args)
-        self.config = {
-            "sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "win_length": win_length,
-            "encoder_channels": encoder_channels, "attention_heads": attention_heads,
-            "attention_qk_channels": attention_qk_channels, "separator": separator,
-            "separator_args": separator_args, "spectral_output": spectral_output,
-        }
+        self.config.update({
+            "attention_heads": attention_heads, "attention_qk_channels": attention_qk_channels,
+            "separator": separator, "separator_args": separator_args,
+        })
 
     def prepare_condition(
         self,
