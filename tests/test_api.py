@@ -17,7 +17,8 @@ from conftest import SR, build_tiny, speechlike
 
 import usef
 from usef import api, audio, hub
-from usef.api import Extractor, _chunk_starts, _most_energetic
+from usef.api import Extractor, _chunk_starts
+from usef.audio import most_energetic_window
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +192,7 @@ def test_chunked_matches_whole_on_60_seconds(near_identity_model_dir):
 def test_most_energetic_window_is_kept():
     quiet = 0.01 * speechlike(40.0, SR, seed=1)
     quiet[int(25 * SR) : int(27 * SR)] *= 100.0  # a loud burst at 25-27 s
-    cropped = _most_energetic(quiet, SR, 10.0)
+    cropped = most_energetic_window(quiet, SR, 10.0)
     assert cropped.shape == (10 * SR,)
     assert np.max(np.abs(cropped)) == pytest.approx(np.max(np.abs(quiet)))
 

@@ -80,27 +80,6 @@ def _coerce(x: Any, argument: str, sample_rate: int | None) -> tuple[np.ndarray,
     return x, int(sample_rate), tensor
 
 
-def _most_energetic(wave: np.ndarray, rate: int, seconds: float) -> np.ndarray:
-    """Crop to the ``seconds``-long window with the largest energy (10 ms resolution)."""
-    window = round(seconds * rate)
-    if wave.shape[0] <= window:
-        return wave
-    hop = max(1, rate // 100)
-    frames = wave[: wave.shape[0] // hop * hop].reshape(-1, hop)
-    energy = np.einsum("ij,ij->i", frames, frames).astype(np.float64)
-    span = max(1, window // hop)
-    csum = np.concatenate(([0.0], np.cumsum(energy)))
-    totals = csum[span:] - csum[:-span]
-    start = min(int(np.argmax(totals)) * hop, wave.shape[0] - window)
-    return wave[start : start + window]
-
-
-def _fit_length(wave: np.ndarray, length: int) -> np.ndarray:
-    if wave.shape[0] >= length:
-        return wave[:length]
-    return np.pad(wave, (0, length - wave.shape[0]))
-
-
 def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
     starts = [0]
     while starts[-1] + chunk < total:
@@ -170,10 +149,10 @@ class Extractor:
         raw, rate, _ = _coerce(x, "reference", sample_rate)
         min_samples = int(getattr(self.model, "min_reference_samples", 0))
         wave = audio.validate_waveform(raw, "reference", rate, min_samples / self.sample_rate, allow_silence=False)
-        wave = _most_energetic(wave, rate, self.max_reference_seconds)
+        wave = audio.most_energetic_window(wave, rate, self.max_reference_seconds)
         wave = audio.resample(wave, rate, self.sample_rate)
         if wave.shape[0] < min_samples:  # resampling may round a sample or two away
-            wave = _fit_length(wave, min_samples)
+            wave = audio.fit_length(wave, min_samples)
         return wave
 
     def _embedding(self, x: Any) -> np.ndarray:
@@ -280,7 +259,7 @@ class Extractor:
         if not np.isfinite(estimate).all():
             logger.warning("%s produced NaN/Inf samples; replacing them with 0", self.name)
             estimate = np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
-        estimate = _fit_length(audio.resample(estimate, self.sample_rate, mix.rate), mix.length)
+        estimate = audio.fit_length(audio.resample(estimate, self.sample_rate, mix.rate), mix.length)
         if mix.tensor_like is None:
             return estimate
         dtype = mix.tensor_like.dtype if mix.tensor_like.is_floating_point() else torch.float32

@@ -29,7 +29,9 @@ PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias, py3.9)
 
 __all__ = [
     "audio_info",
+    "fit_length",
     "load_audio",
+    "most_energetic_window",
     "resample",
     "to_mono",
     "validate_waveform",
@@ -254,3 +256,29 @@ def validate_waveform(
     if not allow_silence and not np.any(x):
         raise ValueError(f"{argument}: all samples are zero (silent); it carries no speaker")
     return x
+
+
+def most_energetic_window(wave: np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    """Crop to the ``seconds``-long window with the largest energy (10 ms resolution).
+
+    Shape:
+        wave ``(T,)`` -> ``(min(T, round(seconds * rate)),)``
+    """
+    window = round(seconds * rate)
+    if wave.shape[0] <= window:
+        return wave
+    hop = max(1, rate // 100)
+    frames = wave[: wave.shape[0] // hop * hop].reshape(-1, hop)
+    energy = np.einsum("ij,ij->i", frames, frames).astype(np.float64)
+    span = max(1, window // hop)
+    csum = np.concatenate(([0.0], np.cumsum(energy)))
+    totals = csum[span:] - csum[:-span]
+    start = min(int(np.argmax(totals)) * hop, wave.shape[0] - window)
+    return wave[start : start + window]
+
+
+def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
+    """Crop or zero-pad ``wave`` (T,) to exactly ``length`` samples."""
+    if wave.shape[0] >= length:
+        return wave[:length]
+    return np.pad(wave, (0, length - wave.shape[0]))
