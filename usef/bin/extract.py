@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from usef.bin import rate_of
+from usef.bin import UsageError, rate_of
 
 EPILOG = """examples:
   usef extract mixture.wav enrolment.wav -o target.wav --model exp/usef/best
@@ -37,10 +37,6 @@ extension). Relative paths are resolved against the CSV's folder.
 """
 
 FAILURE_FIELDS = ["id", "mixture", "reference", "error"]
-
-
-class UsageError(Exception):
-    """Bad arguments or configuration: exit code 2."""
 
 
 @dataclass
