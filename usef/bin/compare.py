@@ -89,5 +89,6 @@ def _compare(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -146,9 +146,10 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    studies = {"reference-length": lambda args: _reference_length(args, argv)}
-    return run_command(build_parser(), argv, lambda args: studies[args.study](args),
+    studies = {"reference-length": _reference_length}
+    return run_command(build_parser(), argv, lambda args: studies[args.study](args, argv),
                        errors=(ValueError, FileNotFoundError, ImportError))
+
 
 if __name__ == "__main__":
     sys.exit(main())
