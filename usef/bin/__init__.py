@@ -52,6 +52,17 @@ def rate_of(path) -> int | None:
         return None
 
 
+def load_model_or_usage_error(spec: str, device: str | None = None, sample_rate: int | None = None):
+    """``usef.load_model`` for a command line: any failure to load (unknown name, bad folder, bad
+    device) is a configuration problem of the user's, so it becomes a :class:`UsageError`."""
+    import usef  # lazy: keeps --help fast; looked up on the package, where tests substitute a fake
+
+    try:
+        return usef.load_model(spec, device=device, sample_rate=sample_rate)
+    except Exception as exc:
+        raise UsageError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

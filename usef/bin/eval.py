@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from usef.bin import HelpFormatter, ItemProgress, UsageError, rate_of, run_command
+from usef.bin import (
+    HelpFormatter,
+    ItemProgress,
+    UsageError,
+    load_model_or_usage_error,
+    rate_of,
+    run_command,
+)
 from usef.data.librimix import (
     make_enrollment_list,
     metadata_path,
@@ -180,22 +187,6 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     )
 
 
-def _load_model(name: str, device: str, sample_rate: int | None = None) -> Any:
-    import usef
-
-    load_model = getattr(usef, "load_model", None)
-    if load_model is None:
-        raise UsageError("usef.load_model is not available in this installation")
-    try:
-        return load_model(name, device=device, sample_rate=sample_rate)
-    except (
-        Exception
-    ) as exc:  # unknown name, missing directory, bad device: all configuration
-        raise UsageError(
-            f"cannot load model {name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(build_parser(), argv, _evaluate, errors=(ValueError, FileNotFoundError))
 
@@ -228,7 +219,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     # --model default: the bundled model for the first mixture's rate
-    model = _load_model(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
+    model = load_model_or_usage_error(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
 
     logger.info(
         "using model %s (%d Hz) from %r on %s",

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from usef.bin import HelpFormatter, ItemProgress, UsageError, run_command
+from usef.bin import (
+    HelpFormatter,
+    ItemProgress,
+    UsageError,
+    load_model_or_usage_error,
+    run_command,
+)
 
 logger = logging.getLogger("usef.study")
 
@@ -72,17 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_models(specs: Sequence[str], device: str) -> tuple[dict[str, Any], dict[str, str]]:
     """Load each model once; returns name -> Extractor and name -> the --model given."""
-    import usef
-
     extractors: dict[str, Any] = {}
     requested: dict[str, str] = {}
     for spec in specs:
         if spec in requested.values():
             raise UsageError(f"--model {spec!r} is given twice")
-        try:
-            extractor = usef.load_model(spec, device=device)
-        except Exception as exc:  # unknown name, bad directory, bad device: all configuration
-            raise UsageError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
+        extractor = load_model_or_usage_error(spec, device)
         name = str(extractor.name)
         if name in extractors:  # e.g. exp/usef/best and exp/film/best
             name = f"{name} ({spec})"
