@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy import signal
 import soundfile as sf
 
 import usef
@@ -104,8 +105,8 @@ def test_evaluate_list_writes_metrics_failures_and_summary(dataset, tmp_path):
     assert progress[-1] == (5, 5, "raises")
     rows = {row["id"]: row for row in _read_csv(out / "metrics.csv")}
     assert list(_read_csv(out / "metrics.csv")[0]) == [
-        "id", "input_si_sdr", "si_sdr", "si_sdr_imp", "sdr", "sdr_imp", "pesq", "stoi",
-        "si_sdr_interferer", "confused", "error"]
+        "id", "input_si_sdr", "si_sdr", "si_sdr_imp", "sdr", "sdr_imp", "pesq", "stoi", "level_db",
+        "peak", "mixture_peak", "si_sdr_interferer", "confused", "error"]
     gain_db = 20 * math.log10(2.0)  # interferer halved: +6.02 dB
     assert float(rows["good"]["input_si_sdr"]) == pytest.approx(5.0, abs=0.01)
     assert float(rows["good"]["si_sdr_imp"]) == pytest.approx(gain_db, abs=0.01)
@@ -184,8 +185,10 @@ class _FakeModel:
     name = "fake_usef"
     sample_rate = SR
 
-    def __init__(self, seen):
+    def __init__(self, seen, rate=None):
         self.seen = seen
+        if rate is not None:  # one fake per input rate, named after it
+            self.name, self.sample_rate = f"fake@{rate}", rate
 
     def extract(self, mixture, reference, sample_rate):
         self.seen.append((np.asarray(mixture).copy(), np.asarray(reference).copy()))
@@ -195,13 +198,13 @@ class _FakeModel:
 @pytest.fixture
 def fake_model(monkeypatch):
     """``calls``: (name, device, sample_rate) per load; ``seen``: (mixture, reference) per extract."""
-    fake = SimpleNamespace(calls=[], seen=[])
+    fake = SimpleNamespace(calls=[], seen=[], by_rate=False)
 
     def load_model(name, device=None, sample_rate=None):
         fake.calls.append((name, device, sample_rate))
         if name != "default":
             raise ValueError(f"unknown model {name!r}")
-        return _FakeModel(fake.seen)
+        return _FakeModel(fake.seen, sample_rate if sample_rate != SR or fake.by_rate else None)
 
     monkeypatch.setattr(usef, "load_model", load_model, raising=False)
     return fake
@@ -362,3 +365,59 @@ def test_cli_libri2mix_accepts_data_layer_list(tmp_path, fake_model, capsys):
     assert eval_cli.main(_libri2mix_argv(root, out, "--enrollment", str(listed))) == 2
     assert "lacks columns" in capsys.readouterr().err
     assert len(fake_model.calls) == n_loads  # all rejected before loading the model
+
+
+def test_silent_and_perfect_estimates_are_scored_not_dropped(dataset, tmp_path):
+    # fast_bss_eval raised on both, and the items vanished from the means and the failure rate
+    items, oracle = dataset
+    items = items[:2]
+    silent = {"good": "silent", "worse": "perfect"}
+
+    def extract(mixture, reference, rate):
+        estimate = oracle(mixture, reference, rate)
+        if silent[_which(items, mixture)] == "silent":
+            return np.zeros_like(estimate), {"model": "m-silent"}
+        target, _ = sf.read(items[1]["target"], dtype="float32")
+        return 0.5 * target, {"model": "m-perfect"}
+
+    def _which(items, mixture):
+        for item in items:
+            if np.array_equal(sf.read(item["mixture"], dtype="float32")[0], mixture):
+                return item["id"]
+        raise AssertionError
+
+    summary = evaluate_list(items, extract, tmp_path / "out", with_pesq=False)
+    rows = {row["id"]: row for row in _read_csv(tmp_path / "out" / "metrics.csv")}
+    assert summary["n_failed_items"] == 0 and summary["metrics"]["si_sdr_imp"]["n"] == 2
+    assert float(rows["good"]["si_sdr"]) == -100.0 and float(rows["worse"]["si_sdr"]) == 100.0
+    assert summary["failure_rate"] == pytest.approx(0.5)  # the silent one is a failure
+    assert rows["good"]["model"] == "m-silent" and rows["worse"]["model"] == "m-perfect"
+    assert float(rows["worse"]["level_db"]) == pytest.approx(20 * math.log10(0.5), abs=1e-3)
+    level = summary["level"]
+    assert level["n"] == 2 and level["n_over_full_scale"] == 0
+
+
+def test_cli_default_model_is_chosen_per_item_rate(tmp_path, fake_model):
+    # `default` was chosen once from the first file: 8 kHz items then ran through the
+    # 16 kHz model. Each rate now loads its own default once, and metrics.csv says which.
+    fake_model.by_rate = True
+    rows = []
+    for i, rate in enumerate((16000, 8000, 16000, 8000)):
+        speech = _speech_like(1.0, f0=120 + 10 * i)
+        target = signal.resample_poly(speech, rate // 8000, 1) if rate != SR else speech
+        mixture = target + 0.1 * _orthogonal(target, 0.0, i)
+        rows.append({"id": f"i{i}", "mixture": _write(tmp_path / f"m{i}.wav", mixture, rate),
+                     "reference": _write(tmp_path / f"r{i}.wav", target, rate),
+                     "target": _write(tmp_path / f"t{i}.wav", target, rate)})
+    listing = tmp_path / "mixed.csv"
+    with open(listing, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert eval_cli.main(["--list", str(listing), "--out-dir", str(tmp_path / "o"), "--no-pesq"]) == 0
+    assert sorted(rate for _, _, rate in fake_model.calls) == [8000, 16000]  # each loaded once
+    served = {row["id"]: row["model"] for row in _read_csv(tmp_path / "o" / "metrics.csv")}
+    assert served == {"i0": "fake@16000", "i1": "fake@8000", "i2": "fake@16000", "i3": "fake@8000"}
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["model"]["served"] == {"fake@16000": 2, "fake@8000": 2}
+    assert Path(summary["data"]["list"]).is_absolute()  # `usef report` works from any cwd

@@ -73,9 +73,42 @@ def test_si_sdr_accepts_torch_and_rejects_bad_shapes(target):
         M.si_sdr(np.zeros((2, 8000)), target)
 
 
-def test_si_sdr_is_finite_on_silence(target):
-    assert np.isfinite(M.si_sdr(np.zeros_like(target), target))
-    assert np.isfinite(M.si_sdr(target, np.zeros_like(target)))
+def _si_sdr_reference(estimate, target):
+    """Textbook SI-SDR in float64, no epsilon (Le Roux et al., 2019)."""
+    e = np.asarray(estimate, np.float64) - np.mean(estimate)
+    t = np.asarray(target, np.float64) - np.mean(target)
+    p = (e @ t) / (t @ t) * t
+    r = e - p
+    return 10 * np.log10((p @ p) / (r @ r))
+
+
+def test_si_sdr_silent_and_dc_estimates_are_failures_not_zero(target):
+    # a fixed epsilon scored these 0 dB (and a DC-only estimate +4.8 dB SI-SDRi)
+    assert M.si_sdr(np.zeros_like(target), target) == -M.DB_LIMIT
+    assert M.si_sdr(np.full_like(target, 0.3), target) == -M.DB_LIMIT
+    mixture = target + _at_snr(target, 0.0, seed=2)
+    assert M.si_sdr_imp(np.full_like(target, 0.3), target, mixture) < -90
+    with pytest.raises(ValueError, match="silent"):
+        M.si_sdr(target, np.zeros_like(target))
+
+
+@pytest.mark.parametrize("level_db, snr_db", [(0.0, -48.9), (-105.0, 60.0), (-60.0, 20.0), (0.0, 90.0)])
+def test_si_sdr_is_level_independent_and_matches_float64_reference(target, level_db, snr_db):
+    # near-silent estimates (true -48.9 dB) scored -7.6 dB and quiet speech (true 60 dB)
+    # 24.4 dB with the old fixed epsilon of 1e-8
+    gain = 10 ** (level_db / 20)
+    if snr_db < 0:  # mostly noise: a near-silent, wrong estimate
+        estimate = 1e-4 * (target * 10 ** (snr_db / 20) + _at_snr(target, 0.0, seed=5))
+        tgt = target
+    else:
+        tgt = target * gain
+        estimate = tgt + _at_snr(tgt, snr_db, seed=6)
+    assert M.si_sdr(estimate, tgt) == pytest.approx(_si_sdr_reference(estimate, tgt), abs=1e-6)
+
+
+def test_si_sdr_perfect_estimate_is_clamped(target):
+    assert M.si_sdr(target, target) == M.DB_LIMIT
+    assert M.si_sdr(-0.5 * target, target) == M.DB_LIMIT
 
 
 def test_si_sdr_imp_arithmetic(target):
@@ -113,6 +146,44 @@ def test_sdr_fallback_agrees_with_fast_bss_eval(target, monkeypatch):
     )  # import now raises ImportError
     for estimate, expected in zip(cases, reference):
         assert M.sdr(estimate, target) == pytest.approx(expected, abs=0.1)
+
+
+@pytest.mark.parametrize("use_fast", [True, False])
+def test_sdr_edge_cases_one_behaviour_on_both_paths(target, monkeypatch, use_fast):
+    # fast_bss_eval raised on perfect / scaled-perfect / silent estimates, the NumPy path
+    # returned -80 dB or drifted; now both give the same clamped values
+    if not use_fast:
+        monkeypatch.setitem(sys.modules, "fast_bss_eval", None)
+    assert M.sdr(target, target) == M.DB_LIMIT
+    assert M.sdr(2.5 * target, target) == M.DB_LIMIT
+    assert M.sdr(np.zeros_like(target), target) == -M.DB_LIMIT
+
+
+def test_sdr_fallback_tracks_fast_bss_eval_at_high_sdr(target, monkeypatch):
+    import fast_bss_eval
+
+    for snr in (55.0, 66.0, 90.0):
+        estimate = target + _at_snr(target, snr, seed=int(snr))
+        fast = float(fast_bss_eval.sdr(target[None], estimate[None], filter_length=512)[0])
+        assert M._sdr_fallback(estimate, target) == pytest.approx(fast, abs=0.01)
+
+
+def test_level_db_known_answers(target):
+    assert M.level_db(target, target) == pytest.approx(0.0)
+    assert M.level_db(0.5 * target, target) == pytest.approx(20 * np.log10(0.5))
+    assert M.level_db(np.zeros_like(target), target) == -M.DB_LIMIT
+
+
+def test_compute_metrics_missing_pesq_stoi_keep_si_sdr(target, monkeypatch):
+    # a missing metric package (or a metric failing on one item) costs that metric only
+    monkeypatch.setitem(sys.modules, "pesq", None)
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    mixture = target + _at_snr(target, 0.0, seed=2)
+    estimate = target + _at_snr(target, 10.0, seed=3)
+    out = M.compute_metrics(estimate, target, mixture, 8000)
+    assert np.isnan(out["pesq"]) and np.isnan(out["stoi"])
+    assert out["si_sdr_imp"] == pytest.approx(10.0, abs=0.1)
+    assert np.isnan(M.compute_metrics(estimate, target, mixture, 8000, with_stoi=False)["stoi"])
 
 
 def test_sdr_imp_and_silent_target(target):
@@ -156,9 +227,9 @@ def test_pesq_no_utterance_gives_nan(monkeypatch, caplog):
 def test_missing_optional_package_names_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pesq", None)
     monkeypatch.setitem(sys.modules, "pystoi", None)
-    with pytest.raises(ImportError, match=r"metrics.pesq needs the 'pesq' package.*usef\[metrics\]"):
+    with pytest.raises(ImportError, match=r"metrics.pesq needs the 'pesq' package.*pip install usef"):
         M.pesq(np.ones(8000), np.ones(8000), 8000)
-    with pytest.raises(ImportError, match=r"metrics.stoi needs the 'pystoi' package.*usef\[metrics\]"):
+    with pytest.raises(ImportError, match=r"metrics.stoi needs the 'pystoi' package.*pip install usef"):
         M.stoi(np.ones(8000), np.ones(8000), 8000)
 
 
@@ -181,6 +252,9 @@ def test_compute_metrics_keys_and_confusion(target):
         "sdr_imp",
         "pesq",
         "stoi",
+        "level_db",
+        "peak",
+        "mixture_peak",
     ]
     assert result["si_sdr_imp"] == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(result["pesq"])

@@ -7,6 +7,12 @@ of the target (or a non-overlapping part of its single recording). Seeded: the s
 writes the same set.
 
     python tools/make_dev_set.py --sample-rate 8000 --out work_data/dev8k
+
+The hard subset (similar voices): every interferer is one of the ``--similar-pool`` held-out
+speakers whose median F0 is closest to the target's (:mod:`usef.data.pitch`); with 22
+held-out speakers and a pool of 3 nearly all pairs are same-sex:
+
+    python tools/make_dev_set.py --similar-pool 3 --n 200 --seed 20261202 --out work_data/dev8k_similar
 """
 
 from __future__ import annotations
@@ -36,13 +42,17 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--seed", type=int, default=20261126)
     parser.add_argument("--segment-seconds", type=float, default=4.0)
+    parser.add_argument("--similar-pool", type=int, default=0,
+                        help="draw each interferer among the N held-out speakers closest in pitch (0: any)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     speakers = read_speaker_list(args.speakers)
     corpus = SpeakerCorpus.merge(*(SpeakerCorpus.from_manifest(p, args.sample_rate) for p in args.speech))
     corpus = corpus.subset(speakers)
     dataset = DynamicMixDataset(corpus, None, segment_seconds=args.segment_seconds, sir_range=(-5.0, 5.0),
-                                reference_seconds=(2.0, 4.0), interferer_probs=(1.0,))
+                                reference_seconds=(2.0, 4.0), interferer_probs=(1.0,),
+                                p_similar_interferer=1.0 if args.similar_pool else 0.0,
+                                similar_pool=max(1, args.similar_pool))
     examples = make_fixed_examples(dataset, args.n, args.seed)
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
     print(f"wrote {len(examples)} items from {len(corpus.speakers)} held-out speakers to {csv_path}")

@@ -42,6 +42,8 @@ DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_OVERLAP = 0.25
 DEFAULT_MAX_REFERENCE_SECONDS = 30.0
 DEFAULT_BATCH_SIZE = 4
+LEVELS = ("mixture", "model")
+_FULL_SCALE = 0.999
 # torch.stft(center=True) needs more than n_fft/2 samples; shorter mixtures are zero-padded.
 _MIN_MIXTURE_SECONDS = 0.1
 
@@ -55,6 +57,7 @@ class _Signal:
     rate: int
     length: int  # samples of the caller's input (the output length)
     tensor_like: torch.Tensor | None = None  # set when the caller passed a tensor
+    peak: float = 0.0  # of the caller's input, before resampling
 
 
 def _is_path(x: Any) -> bool:
@@ -98,6 +101,10 @@ class Extractor:
         overlap: overlap of consecutive chunks as a fraction of a chunk, in [0, 0.5].
         max_reference_seconds: longer references are cropped to their most energetic window.
         batch_size: chunks (or equal-length mixtures of a list) per forward pass.
+        level: ``"mixture"`` (default): each estimate (each chunk of a long one) is scaled
+            by the least-squares gain that fits it to its mixture
+            (:func:`usef.audio.match_level`), i.e. to the level the target has there;
+            ``"model"``: the model's raw output (its gain is arbitrary under SI-SDR training).
         embedder: for models that take a pre-computed speaker vector, a callable
             ``embedder(wave (T,), sample_rate) -> (E,)`` that makes it from a reference;
             default: :class:`usef.embeddings.ResemblyzerEmbedder`, created on first use.
@@ -114,7 +121,10 @@ class Extractor:
         max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         embedder: Callable[[np.ndarray, int], np.ndarray] | None = None,
+        level: str = "mixture",
     ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         if chunk_seconds <= 0 or max_reference_seconds <= 0 or batch_size < 1:
@@ -129,6 +139,7 @@ class Extractor:
         self.max_reference_seconds = float(max_reference_seconds)
         self.batch_size = int(batch_size)
         self.embedder = embedder
+        self.level = level
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +154,8 @@ class Extractor:
         raw, rate, tensor = _coerce(x, "mixture", sample_rate)
         wave = audio.validate_waveform(raw, "mixture", rate)
         length = wave.shape[0]
-        return _Signal(audio.resample(wave, rate, self.sample_rate), rate, length, tensor)
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        return _Signal(audio.resample(wave, rate, self.sample_rate), rate, length, tensor, peak)
 
     def _reference(self, x: AudioInput, sample_rate: int | None) -> np.ndarray:
         raw, rate, _ = _coerce(x, "reference", sample_rate)
@@ -229,7 +241,10 @@ class Extractor:
         if length < minimum:
             mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
         out = self.model.extract(torch.from_numpy(mixtures).to(self.device), condition)
-        return out[:, :length].float().cpu().numpy()
+        out = out[:, :length].float().cpu().numpy()
+        if self.level == "mixture":
+            out = audio.match_level(out, mixtures[:, :length])
+        return out
 
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int) -> np.ndarray:
         # (T_mix,) -> (T_mix,): chunk batches are cross-faded straight into one output array
@@ -260,6 +275,10 @@ class Extractor:
             logger.warning("%s produced NaN/Inf samples; replacing them with 0", self.name)
             estimate = np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
         estimate = audio.fit_length(audio.resample(estimate, self.sample_rate, mix.rate), mix.length)
+        peak = float(np.max(np.abs(estimate))) if estimate.size else 0.0
+        if self.level == "mixture" and mix.peak <= 1.0 and peak > _FULL_SCALE:
+            # resampling to the caller's rate can overshoot the model-rate peak guard slightly
+            estimate = estimate * np.float32(_FULL_SCALE / peak)
         if mix.tensor_like is None:
             return estimate
         dtype = mix.tensor_like.dtype if mix.tensor_like.is_floating_point() else torch.float32

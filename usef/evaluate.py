@@ -7,7 +7,8 @@ reference, sample_rate) -> estimate`` (NumPy in, NumPy out). Outputs in
 - ``estimates/<id>.wav``  extracted speech (32-bit float WAV, written atomically)
 - ``metrics.csv``         one row per item, with an ``error`` column for bad items
 - ``failures.csv``        id, error and mixture path of every item that failed
-- ``summary.json``        mean / median / 95 % CI per metric, failure and confusion rates
+- ``summary.json``        mean / median / 95 % CI per metric, failure and confusion rates,
+                          the output level (``level``: error against the target, clipping)
 
 A bad item (missing or corrupt file, an exception in ``extract_fn``) is recorded and
 never stops the run.
@@ -33,7 +34,8 @@ from usef.metrics import compute_metrics, summarize
 
 logger = logging.getLogger(__name__)
 
-ExtractFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+# returns the estimate, or (estimate, {column: value}) to add columns (e.g. which model served)
+ExtractFn = Callable[[np.ndarray, np.ndarray, int], Any]
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
 METRIC_COLUMNS = (
@@ -44,7 +46,11 @@ METRIC_COLUMNS = (
     "sdr_imp",
     "pesq",
     "stoi",
+    "level_db",
 )
+LEVEL_COLUMNS = ("peak", "mixture_peak")
+# a mixture within this peak must give an estimate within full scale
+HEADROOM_PEAK = 0.9
 INTERFERER_COLUMNS = ("si_sdr_interferer", "confused")
 REQUIRED_LIST_COLUMNS = ("mixture", "reference", "target")
 FAILURE_COLUMNS = ("id", "error", "mixture")
@@ -195,6 +201,7 @@ def _evaluate_item(
     estimates_dir: Path | None,
     sample_rate: int | None,
     with_pesq: bool,
+    with_stoi: bool = True,
 ) -> dict[str, Any]:
     for key in ("mixture", "reference", "target"):
         if not item.get(key):
@@ -216,6 +223,9 @@ def _evaluate_item(
         )
 
     estimate = extract_fn(mixture, reference, rate)
+    extra: dict[str, Any] = {}
+    if isinstance(estimate, tuple):
+        estimate, extra = estimate
     if hasattr(estimate, "detach"):
         estimate = estimate.detach().cpu().numpy()
     estimate = np.asarray(estimate, dtype=np.float32).squeeze()
@@ -227,9 +237,9 @@ def _evaluate_item(
         _write_wav_atomic(
             estimates_dir / f"{safe_name(str(item['id']))}.wav", estimate, rate
         )
-    return compute_metrics(
-        estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq
-    )
+    return {**dict(extra), **compute_metrics(
+        estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq, with_stoi=with_stoi
+    )}
 
 
 def evaluate_list(
@@ -241,17 +251,20 @@ def evaluate_list(
     write_estimates: bool = True,
     progress: ProgressFn | None = None,
     metadata: Mapping[str, Any] | None = None,
+    with_stoi: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``extract_fn`` on every item and write the result files to ``out_dir``.
 
     Args:
         items: dicts with ``id, mixture, reference, target`` file paths and an
             optional ``interferer`` (sum of the other talkers, for confusion).
-        extract_fn: ``(mixture (T,), reference (T_ref,), sample_rate) -> estimate (T,)``.
+        extract_fn: ``(mixture (T,), reference (T_ref,), sample_rate) -> estimate (T,)``,
+            or ``-> (estimate, {column: value})`` for per-item columns such as ``model``.
         out_dir: created if needed.
         sample_rate: resample all audio to this rate; None keeps each mixture's
             rate (reference, target and interferer follow the mixture).
         with_pesq: PESQ is the slowest metric; False writes ``nan`` instead.
+        with_stoi: False writes ``nan`` for STOI.
         write_estimates: write ``estimates/<id>.wav``.
         progress: called after each item as ``progress(done, total, row)``.
         metadata: merged into summary.json (e.g. ``{"model": {...}}``); computed
@@ -283,6 +296,7 @@ def evaluate_list(
                     estimates_dir,
                     sample_rate,
                     with_pesq,
+                    with_stoi,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
@@ -293,7 +307,9 @@ def evaluate_list(
             progress(index + 1, total, row)
 
     has_interferer = any("confused" in row for row in rows)
-    columns = ["id", *METRIC_COLUMNS]
+    extra_columns = sorted({k for row in rows for k in row} - {"id", "mixture", "error", *METRIC_COLUMNS,
+                                                                *LEVEL_COLUMNS, *INTERFERER_COLUMNS})
+    columns = ["id", *extra_columns, *METRIC_COLUMNS, *LEVEL_COLUMNS]
     if has_interferer:
         columns += list(INTERFERER_COLUMNS)
     columns.append("error")
@@ -335,8 +351,26 @@ def _summarize_rows(
         if imps
         else float("nan"),
     }
+    summary["level"] = _level_summary(ok)
     if has_interferer:
         flags = [bool(row["confused"]) for row in ok if "confused" in row]
         summary["confusion_rate"] = (sum(flags) / len(flags)) if flags else float("nan")
         summary["n_confusion_items"] = len(flags)
     return summary
+
+
+def _level_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """How loud the estimates are against their targets, and whether any exceeds full scale
+    although its mixture left headroom (``mixture_peak`` <= 0.9)."""
+    levels = np.asarray([row["level_db"] for row in rows if "level_db" in row], dtype=np.float64)
+    levels = levels[np.isfinite(levels)]
+    headroom = [row for row in rows if "peak" in row and row["mixture_peak"] <= HEADROOM_PEAK]
+    nan = float("nan")
+    return {
+        "n": int(levels.size),
+        "median_db": float(np.median(levels)) if levels.size else nan,
+        "abs_p95_db": float(np.percentile(np.abs(levels), 95)) if levels.size else nan,
+        "share_within_4db": float(np.mean(np.abs(levels) <= 4.0)) if levels.size else nan,
+        "n_headroom_items": len(headroom),
+        "n_over_full_scale": sum(row["peak"] > 1.0 for row in headroom),
+    }

@@ -5,9 +5,15 @@ Names follow asteroid / LibriMix reporting (``si_sdr``, ``si_sdr_imp``, ``sdr``,
 numbers. Every function accepts NumPy arrays or torch tensors of shape ``(T,)``
 and computes in float64.
 
-PESQ, STOI and BSS-eval SDR come from optional packages (the ``metrics`` extra:
-``pip install usef[metrics]``); they are imported lazily so that the core
-library works without them.
+PESQ and STOI come from ``pesq`` and ``pystoi`` (ordinary dependencies), BSS-eval SDR
+from ``fast_bss_eval`` when installed, else from an equivalent NumPy implementation;
+all are imported lazily.
+
+Edge cases have one behaviour whatever is installed. Every dB value is computed in
+float64 without a fixed epsilon (so it does not depend on the signals' level) and is
+clamped to [-DB_LIMIT, DB_LIMIT]: a perfect (or scaled-perfect) estimate scores
++DB_LIMIT, a silent or DC-only estimate -DB_LIMIT (a failure, never a dropped item);
+a silent target raises ``ValueError`` (the metric is undefined).
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-EPS = 1e-8
+EPS = 1e-8  # kept for callers; the dB metrics below no longer use a fixed epsilon
+DB_LIMIT = 100.0
 SDR_FILTER_LENGTH = 512
-_EXTRA_HINT = "install the metrics extra: pip install usef[metrics]"
+_EXTRA_HINT = "reinstall usef (pesq and pystoi are dependencies): pip install usef"
 
 __all__ = [
+    "DB_LIMIT",
     "compute_metrics",
+    "level_db",
     "pesq",
     "sdr",
     "sdr_imp",
@@ -67,12 +76,22 @@ def _pair(estimate: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     return est, tgt
 
 
+def _ratio_db(signal_energy: float, noise_energy: float) -> float:
+    """10 log10(signal / noise) clamped to [-DB_LIMIT, DB_LIMIT]; 0/0 counts as a failure."""
+    if signal_energy <= 0.0:
+        return -DB_LIMIT
+    if noise_energy <= 0.0:
+        return DB_LIMIT
+    return float(np.clip(10.0 * np.log10(signal_energy / noise_energy), -DB_LIMIT, DB_LIMIT))
+
+
 def si_sdr(estimate: Any, target: Any, zero_mean: bool = True) -> float:
     """Scale-invariant SDR in dB (Le Roux et al., 2019).
 
     The target is rescaled by the least-squares gain onto the estimate; the
-    residual is the distortion. ``EPS`` in numerator and denominator keeps the
-    value finite for silent or perfect estimates.
+    residual is the distortion. No fixed epsilon: the value is the same at any
+    signal level. A silent (or, with ``zero_mean``, DC-only) estimate gives
+    ``-DB_LIMIT``, a perfect one ``+DB_LIMIT``; a silent target raises ValueError.
 
     Shape:
         estimate, target: (T,)
@@ -81,15 +100,13 @@ def si_sdr(estimate: Any, target: Any, zero_mean: bool = True) -> float:
     if zero_mean:
         est = est - est.mean()
         tgt = tgt - tgt.mean()
-    alpha = np.dot(est, tgt) / (np.dot(tgt, tgt) + EPS)
+    tgt_energy = float(np.dot(tgt, tgt))
+    if tgt_energy <= 0.0:
+        raise ValueError("target is silent" + (" (or constant)" if zero_mean else "") + ": SI-SDR is undefined")
+    alpha = np.dot(est, tgt) / tgt_energy
     projection = alpha * tgt
     residual = est - projection
-    return float(
-        10.0
-        * np.log10(
-            (np.dot(projection, projection) + EPS) / (np.dot(residual, residual) + EPS)
-        )
-    )
+    return _ratio_db(float(np.dot(projection, projection)), float(np.dot(residual, residual)))
 
 
 def si_sdr_imp(estimate: Any, target: Any, mixture: Any) -> float:
@@ -112,8 +129,8 @@ def _sdr_fallback(
     the projection. Both signals are unit-normalised first so the result does
     not depend on their levels.
     """
-    est = estimate / (np.linalg.norm(estimate) + EPS)
-    tgt = target / (np.linalg.norm(target) + EPS)
+    est = estimate / np.linalg.norm(estimate)
+    tgt = target / np.linalg.norm(target)
     n = tgt.shape[0]
     # linear (not circular) correlations: pad the FFT beyond n + filter_length
     n_fft = 1 << math.ceil(math.log2(n + filter_length - 1))
@@ -131,14 +148,17 @@ def _sdr_fallback(
         )
         taps = np.linalg.solve(autocorr[idx], xcorr)
     coherence = float(np.clip(np.dot(taps, xcorr), 0.0, 1.0))
-    return float(10.0 * np.log10((coherence + EPS) / (1.0 - coherence + EPS)))
+    # the residual's energy is 1 - coherence (unit-norm estimate); no epsilon, so the value
+    # tracks fast_bss_eval / mir_eval up to float64 resolution (~130 dB) and then clamps
+    return _ratio_db(coherence, 1.0 - coherence)
 
 
 def sdr(estimate: Any, target: Any) -> float:
     """BSS-eval v4 SDR in dB with a 512-tap distortion filter (``fast_bss_eval``).
 
     Falls back to an equivalent NumPy implementation when fast_bss_eval is not
-    installed.
+    installed, or when it cannot decide (it raises on perfect and scaled-perfect
+    estimates). A silent estimate gives ``-DB_LIMIT``; a silent target raises.
 
     Shape:
         estimate, target: (T,)
@@ -146,16 +166,24 @@ def sdr(estimate: Any, target: Any) -> float:
     est, tgt = _pair(estimate, target)
     if not np.any(tgt):
         raise ValueError("target is silent: SDR is undefined")
+    if not np.any(est):
+        return -DB_LIMIT
     try:
         import fast_bss_eval
     except ImportError:
         logger.debug("fast_bss_eval not importable; using the NumPy SDR fallback")
         return _sdr_fallback(est, tgt)
-    # fast_bss_eval follows bss_eval's argument order: reference first, (C, T) arrays
-    value = fast_bss_eval.sdr(
-        tgt[None, :], est[None, :], filter_length=SDR_FILTER_LENGTH
-    )
-    return float(np.asarray(value).reshape(-1)[0])
+    try:
+        # fast_bss_eval follows bss_eval's argument order: reference first, (C, T) arrays
+        with np.errstate(divide="ignore"):  # a perfect estimate: handled below
+            value = float(np.asarray(fast_bss_eval.sdr(tgt[None, :], est[None, :],
+                                                       filter_length=SDR_FILTER_LENGTH)).reshape(-1)[0])
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        logger.debug("fast_bss_eval failed (%s); using the NumPy SDR fallback", exc)
+        return _sdr_fallback(est, tgt)
+    if not math.isfinite(value):
+        return _sdr_fallback(est, tgt)
+    return float(np.clip(value, -DB_LIMIT, DB_LIMIT))
 
 
 def sdr_imp(estimate: Any, target: Any, mixture: Any) -> float:
@@ -221,6 +249,29 @@ def stoi(estimate: Any, target: Any, sample_rate: int) -> float:
     return float(pystoi.stoi(tgt, est, int(sample_rate), extended=False))
 
 
+def level_db(estimate: Any, target: Any) -> float:
+    """Level error ``20 log10(rms(estimate) / rms(target))`` in dB, clamped to +-DB_LIMIT
+    (0 dB: the estimate is as loud as the target).
+
+    Shape:
+        estimate, target: (T,)
+    """
+    est, tgt = _pair(estimate, target)
+    tgt_energy = float(np.dot(tgt, tgt))
+    if tgt_energy <= 0.0:
+        raise ValueError("target is silent: the level error is undefined")
+    return _ratio_db(float(np.dot(est, est)), tgt_energy)
+
+
+def _optional(name: str, fn, *args) -> float:
+    """One metric that may be missing for one item (``nan``, logged) without costing the others."""
+    try:
+        return float(fn(*args))
+    except Exception as exc:  # noqa: BLE001 - a metric library's failure is recorded, not fatal
+        logger.warning("%s could not be computed (%s: %s); recorded as missing", name, type(exc).__name__, exc)
+        return float("nan")
+
+
 def compute_metrics(
     estimate: Any,
     target: Any,
@@ -228,12 +279,16 @@ def compute_metrics(
     sample_rate: int,
     interferer: Any | None = None,
     with_pesq: bool = True,
+    with_stoi: bool = True,
 ) -> dict[str, Any]:
     """All per-item metrics in one dict (asteroid / LibriMix names).
 
-    Keys: ``input_si_sdr, si_sdr, si_sdr_imp, sdr, sdr_imp, pesq, stoi``; ``pesq``
-    is ``nan`` when ``with_pesq`` is False. With ``interferer`` (the sum of the
-    other talkers) also ``si_sdr_interferer`` and ``confused``: True when the
+    Keys: ``input_si_sdr, si_sdr, si_sdr_imp, sdr, sdr_imp, pesq, stoi, level_db,
+    peak, mixture_peak``. ``pesq`` / ``stoi`` are ``nan`` when switched off or when
+    they cannot be computed for this item (the SI-SDR values still count); so is
+    ``sdr`` if BSS-eval fails. ``level_db`` is :func:`level_db`, ``peak`` and
+    ``mixture_peak`` the largest absolute samples. With ``interferer`` (the sum
+    of the other talkers) also ``si_sdr_interferer`` and ``confused``: True when the
     estimate is closer to the interferer than to the target.
 
     Shape:
@@ -247,16 +302,20 @@ def compute_metrics(
         )
     input_si_sdr = si_sdr(mix, tgt)
     out_si_sdr = si_sdr(est, tgt)
-    input_sdr = sdr(mix, tgt)
-    out_sdr = sdr(est, tgt)
+    input_sdr = _optional("SDR", sdr, mix, tgt)
+    out_sdr = _optional("SDR", sdr, est, tgt)
+    nan = float("nan")
     result: dict[str, Any] = {
         "input_si_sdr": input_si_sdr,
         "si_sdr": out_si_sdr,
         "si_sdr_imp": out_si_sdr - input_si_sdr,
         "sdr": out_sdr,
         "sdr_imp": out_sdr - input_sdr,
-        "pesq": pesq(est, tgt, sample_rate) if with_pesq else float("nan"),
-        "stoi": stoi(est, tgt, sample_rate),
+        "pesq": _optional("PESQ", pesq, est, tgt, sample_rate) if with_pesq else nan,
+        "stoi": _optional("STOI", stoi, est, tgt, sample_rate) if with_stoi else nan,
+        "level_db": level_db(est, tgt),
+        "peak": float(np.max(np.abs(est))),
+        "mixture_peak": float(np.max(np.abs(mix))),
     }
     if interferer is not None:
         itf = _as_1d(interferer, "interferer")

@@ -63,6 +63,54 @@ def load_model_or_usage_error(spec: str, device: str | None = None, sample_rate:
         raise UsageError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
 
 
+class ModelsByRate:
+    """The model for each input: ``--model default`` picks per item by its rate (8 kHz model
+    below 16 kHz, 16 kHz model from 16 kHz up, :func:`usef.hub.default_model_name`), loading
+    each bundled default once, when first needed; any other spec is one model for all items.
+
+    ``models(rate)`` returns the :class:`usef.Extractor`; its ``name`` says which one served.
+    """
+
+    def __init__(self, spec: str, device: str | None = None, **options) -> None:
+        self.spec, self.device, self.options = spec, device, options
+        self._loaded: dict[str, object] = {}
+
+    def __call__(self, sample_rate: int | None):
+        key = self.spec
+        if self.spec == "default":
+            from usef.hub import default_model_name  # lazy: keeps --help fast
+
+            try:
+                key = default_model_name(sample_rate)
+            except ValueError:  # none installed: load_model says so below
+                key = f"default@{sample_rate}"
+        if key not in self._loaded:
+            # "default" is resolved by usef.load_model itself: the one place the rule lives
+            extractor = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate)
+            for name, value in self.options.items():
+                setattr(extractor, name, value)
+            self._loaded[key] = extractor
+        return self._loaded[key]
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for this command."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice, all cores). On a busy machine "
+                             "1 is often fastest; also set OMP_WAIT_POLICY=PASSIVE")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads; raises :class:`UsageError` for a count below 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch  # lazy: keeps --help fast
+
+    torch.set_num_threads(int(threads))
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

@@ -19,8 +19,10 @@ import numpy as np
 from usef.bin import (
     HelpFormatter,
     ItemProgress,
+    ModelsByRate,
     UsageError,
-    load_model_or_usage_error,
+    add_threads_option,
+    apply_threads,
     rate_of,
     run_command,
 )
@@ -45,10 +47,11 @@ examples:
       --mix-type mix_clean --out-dir exp/eval_l2m --no-pesq
 
   # dev set with the recipe's stage-1 list (mixture_ID,target_index,reference_path)
-  usef eval --libri2mix /data/Libri2Mix --subset dev --enrollment exp/dev_enrollment.csv \
+  usef eval --libri2mix /data/Libri2Mix --subset dev --enrollment exp/dev_enrollment.csv \\
       --out-dir exp/eval_dev
 
-outputs in --out-dir: metrics.csv, failures.csv, summary.json, estimates/<id>.wav
+outputs in --out-dir: metrics.csv (one row per item, with the model that served it),
+failures.csv, summary.json, estimates/<id>.wav
 (and enrollment.csv for --libri2mix without --enrollment, reused on later runs)
 """
 
@@ -69,11 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--libri2mix", type=Path, metavar="ROOT", help="Libri2Mix root")
     add = parser.add_argument
     add("--out-dir", type=Path, required=True, help="where results are written")
-    add("--model", default="default", help="pretrained name or model directory")
-    add("--device", default="cpu", help="torch device")
+    add("--model", default="default",
+        help="bundled name (usef-conformer-8k ...), model directory, or default: per item, the bundled "
+             "model for its rate (8 kHz model below 16 kHz, 16 kHz model from 16 kHz)")
+    add("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add("--no-pesq", action="store_true", help="skip PESQ (the slowest metric)")
+    add("--no-stoi", action="store_true", help="skip STOI")
     add("--no-estimates", action="store_true", help="do not write estimates/<id>.wav")
     add("--limit", type=int, default=None, help="evaluate only the first N items")
+    add_threads_option(parser)
     add = parser.add_argument_group("Libri2Mix options").add_argument
     add("--subset", default="test", help="test | dev | train-100 | train-360")
     add(
@@ -182,6 +189,11 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     print(f"failure rate (si_sdr_imp < 0): {_format(summary.get('failure_rate'))}")
     if "confusion_rate" in summary:
         print(f"confusion rate: {_format(summary.get('confusion_rate'))}")
+    level = summary.get("level") or {}
+    if level.get("n"):
+        print(f"output level vs target: median {_format(level['median_db'])} dB, 95 % within "
+              f"+-{_format(level['abs_p95_db'])} dB; over full scale: {level['n_over_full_scale']} of "
+              f"{level['n_headroom_items']} items whose mixture peaks <= 0.9")
     print(
         f"items: {summary['n_items']}, errors: {summary['n_failed_items']}; results in {out_dir}"
     )
@@ -197,7 +209,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.list is not None:
         items = read_eval_list(args.list)
         sample_rate = None
-        source: dict[str, Any] = {"list": str(args.list)}
+        # absolute: `usef report` reads it from any working directory
+        source: dict[str, Any] = {"list": str(args.list.resolve())}
     else:
         if args.enrollment is not None and not args.enrollment.is_file():
             raise UsageError(f"--enrollment {args.enrollment}: no such file")
@@ -206,39 +219,41 @@ def _evaluate(args: argparse.Namespace) -> int:
                                 args.mix_type, enrollment, args.seed)
         sample_rate = args.sample_rate
         source = {
-            "libri2mix": str(args.libri2mix),
+            "libri2mix": str(args.libri2mix.resolve()),
             "subset": args.subset,
             "sample_rate": args.sample_rate,
             "mode": args.mode,
             "mix_type": args.mix_type,
-            "enrollment": str(enrollment),
+            "enrollment": str(Path(enrollment).resolve()),
             "enrollment_seed": args.seed,
         }
     if not items:
         raise UsageError("the evaluation list is empty")
     if args.limit is not None:
         items = items[: args.limit]
-    # --model default: the bundled model for the first mixture's rate
-    model = load_model_or_usage_error(args.model, args.device, sample_rate or rate_of(items[0]["mixture"]))
+    apply_threads(args.threads)
+    models = ModelsByRate(args.model, args.device)
+    # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
+    # before any item runs, not a failure of every item
+    for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:
+        models(rate)
+    served: dict[str, int] = {}
+    rates: dict[str, int] = {}
 
-    logger.info(
-        "using model %s (%d Hz) from %r on %s",
-        model.name,
-        model.sample_rate,
-        args.model,
-        args.device,
-    )
-
-    def extract_fn(mixture: np.ndarray, reference: np.ndarray, rate: int) -> np.ndarray:
-        return model.extract(mixture, reference, sample_rate=rate)
+    def extract_fn(mixture: np.ndarray, reference: np.ndarray, rate: int):
+        model = models(rate)
+        if model.name not in served:
+            logger.info("using model %s (%d Hz) for %d Hz input", model.name, model.sample_rate, rate)
+        served[model.name] = served.get(model.name, 0) + 1
+        rates[model.name] = int(model.sample_rate)
+        metadata["model"]["name"] = " + ".join(sorted(served))  # what `usef compare` shows
+        if len(rates) == 1:
+            metadata["model"]["sample_rate"] = int(model.sample_rate)
+        return model.extract(mixture, reference, sample_rate=rate), {"model": model.name}
 
     metadata = {
-        "model": {
-            "name": model.name,
-            "sample_rate": int(model.sample_rate),
-            "requested": args.model,
-            "device": args.device,
-        },
+        # items per model and each model's rate, filled in while the run goes
+        "model": {"requested": args.model, "device": args.device, "served": served, "sample_rates": rates},
         "data": source,
     }
     bar = ItemProgress(len(items))
@@ -249,6 +264,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.out_dir,
             sample_rate=sample_rate,
             with_pesq=not args.no_pesq,
+            with_stoi=not args.no_stoi,
             write_estimates=not args.no_estimates,
             progress=bar,
             metadata=metadata,

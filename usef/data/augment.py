@@ -14,7 +14,7 @@ import numpy as np
 
 _MAX_FFT = 1 << 24
 
-__all__ = ["convolve", "output_length", "power", "source_length", "speed_perturb", "synthetic_rir"]
+__all__ = ["convolve", "equalize", "output_length", "power", "source_length", "speed_perturb", "synthetic_rir"]
 
 
 def source_length(out_len: int, factor: float) -> int:
@@ -112,3 +112,24 @@ def convolve(x: np.ndarray, *filters: np.ndarray) -> tuple[np.ndarray, ...]:
 def power(x: np.ndarray) -> float:
     """Mean square of ``x``; 0 for an empty array."""
     return float(np.mean(x**2)) if x.size else 0.0
+
+
+def equalize(x: np.ndarray, gains_db) -> np.ndarray:
+    """Apply a smooth EQ: ``gains_db`` at points spaced evenly on a log-frequency axis from
+    1/64 of the band to its top, interpolated between them (a stand-in for a different
+    microphone or channel).
+
+    Shape:
+        x: (T,) -> (T,) float64.
+    """
+    gains = np.asarray(gains_db, dtype=np.float64)
+    if gains.ndim != 1 or gains.size < 2:
+        raise ValueError(f"gains_db must hold at least 2 values, got shape {gains.shape}")
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return x.copy()
+    spec = np.fft.rfft(x)
+    bins = np.arange(len(spec), dtype=np.float64) / (len(spec) - 1)  # 0..1 of Nyquist
+    anchors = np.geomspace(1.0 / 64.0, 1.0, gains.size)
+    curve = np.interp(np.log(np.maximum(bins, anchors[0])), np.log(anchors), gains)
+    return np.fft.irfft(spec * 10 ** (curve / 20), len(x))

@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 
 from usef.data.augment import (
     convolve,
+    equalize,
     output_length,
     power,
     source_length,
@@ -51,6 +52,7 @@ from usef.data.augment import (
     synthetic_rir,
 )
 from usef.data.pack import NoiseCorpus, SpeakerCorpus
+from usef.data.pitch import speaker_median_f0
 from usef.data.splits import (  # re-exported: dev sets of mixes
     make_fixed_examples,
     write_eval_set,
@@ -64,6 +66,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias: keep Python 3.9)
 _MAX_TRIES = 100
 _PEAK = 0.99
+_EQ_BANDS = 6
 
 __all__ = [
     "Crop",
@@ -97,6 +100,13 @@ class DynamicMixConfig:
     p_reverb: float = 0.0
     rt60_range: tuple[float, float] = (0.2, 0.6)
     early_reverb_ms: float = 50.0
+    # hard cases: the first interferer is, with this probability, one of the
+    # ``similar_pool`` speakers whose median F0 is closest to the target's
+    p_similar_interferer: float = 0.0
+    similar_pool: int = 8
+    # channel mismatch: the reference gets a random smooth EQ of +-reference_eq_db
+    p_reference_eq: float = 0.0
+    reference_eq_db: float = 6.0
     length: int = 10_000_000
     seed: int = 0
     rank: int = 0
@@ -107,7 +117,7 @@ class DynamicMixConfig:
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-        for name in ("p_noise", "p_speed", "p_reverb"):
+        for name in ("p_noise", "p_speed", "p_reverb", "p_similar_interferer", "p_reference_eq"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         probs = np.asarray(self.interferer_probs, dtype=float)
@@ -117,6 +127,8 @@ class DynamicMixConfig:
             raise ValueError("speed_range and rt60_range must be positive")
         if not 0 < self.min_reference_seconds <= self.reference_seconds[0]:
             raise ValueError("min_reference_seconds must be in (0, reference_seconds[0]]")
+        if self.similar_pool < 1 or self.reference_eq_db < 0:
+            raise ValueError("similar_pool must be >= 1 and reference_eq_db >= 0")
         if self.segment_seconds <= 0 or self.min_target_seconds <= 0 or self.length <= 0:
             raise ValueError("segment_seconds, min_target_seconds and length must be > 0")
         if min(self.seed, self.rank, self.epoch) < 0:
@@ -149,6 +161,7 @@ class MixPlan:
     noise: tuple[int, int, float] | None  # (clip index, start, snr_db)
     rt60: float | None
     reference_rt60: float | None
+    reference_eq_db: tuple[float, ...] | None = None  # gains of :func:`equalize`
 
 
 class DynamicMixDataset(Dataset):
@@ -175,6 +188,22 @@ class DynamicMixDataset(Dataset):
         if dvectors is not None:
             dvectors.check_corpus(speech)
         self.dvectors = dvectors
+        self._pitch_order: dict[str, list[int]] | None = None
+
+    def _similar_order(self) -> dict[str, list[int]]:
+        """For each speaker, the indices of the others sorted by median-F0 distance."""
+        if self._pitch_order is None:
+            f0 = speaker_median_f0(self.speech)
+            speakers = self.speech.speakers
+            logf = np.array([math.log2(f0[s]) if f0[s] > 0 else np.nan for s in speakers])
+            order = {}
+            for i, spk in enumerate(speakers):
+                dist = np.abs(logf - logf[i])
+                dist[np.isnan(dist)] = np.inf
+                dist[i] = np.nan  # never the target itself (sorted last, then dropped)
+                order[spk] = [int(j) for j in np.argsort(dist) if j != i]
+            self._pitch_order = order
+        return self._pitch_order
 
     @property
     def sir_range(self) -> tuple[float, float]:
@@ -274,10 +303,14 @@ class DynamicMixDataset(Dataset):
                              + "; lower min_target_seconds/min_reference_seconds or add longer recordings")
         probs = np.asarray(c.interferer_probs) / sum(c.interferer_probs)
         n_int = 1 + int(rng.choice(len(probs), p=probs))
-        others = rng.choice(len(speakers) - 1, size=n_int, replace=False)
+        others = [int(o) + int(o >= t_idx) for o in rng.choice(len(speakers) - 1, size=n_int, replace=False)]
+        if c.p_similar_interferer > 0 and rng.random() < c.p_similar_interferer:
+            pool = self._similar_order()[speakers[t_idx]][: c.similar_pool]
+            first = pool[int(rng.integers(len(pool)))]
+            others = [first] + [o for o in others if o != first][: n_int - 1]
         interferers = []
         for o in others:
-            spk = speakers[int(o) + int(o >= t_idx)]
+            spk = speakers[o]
             k = int(rng.integers(self.speech.num_utterances(spk)))
             interferers.append(self._segment_crop(rng, spk, k, self._factor(rng), seg))
         noise = None
@@ -287,9 +320,12 @@ class DynamicMixDataset(Dataset):
             noise = (i, start, float(rng.uniform(*c.snr_range)))
         rt60 = float(rng.uniform(*c.rt60_range)) if rng.random() < c.p_reverb else None
         ref_rt60 = float(rng.uniform(*c.rt60_range)) if rng.random() < c.p_reverb else None
+        eq = None
+        if c.p_reference_eq > 0 and rng.random() < c.p_reference_eq:
+            eq = tuple(float(g) for g in rng.uniform(-c.reference_eq_db, c.reference_eq_db, _EQ_BANDS))
         return MixPlan(pair[0], pair[1], tuple(interferers), float(rng.uniform(*c.sir_range)),
                        float(rng.uniform(*c.gain_dbfs_range)), float(rng.uniform(*c.gain_dbfs_range)),
-                       noise, rt60, ref_rt60)
+                       noise, rt60, ref_rt60, eq)
 
     def _reference_vector(self, target: Crop, reference: Crop) -> np.ndarray | None:
         """The table's vector of the reference's source crop, never using a window that
@@ -349,6 +385,8 @@ class DynamicMixDataset(Dataset):
         scale = 10 ** (plan.gain_dbfs / 20) / math.sqrt(max(power(mixture), 1e-20))
         scale = min(scale, _PEAK / max(float(np.max(np.abs(mixture))), 1e-20))
         reference = self._reverb(rng, self._audio(plan.reference), plan.reference_rt60)[0]
+        if plan.reference_eq_db is not None:
+            reference = equalize(reference, plan.reference_eq_db)
         ref_scale = 10 ** (plan.reference_gain_dbfs / 20) / math.sqrt(max(power(reference), 1e-20))
         ref_scale = min(ref_scale, _PEAK / max(float(np.max(np.abs(reference))), 1e-20))
         f32 = np.float32

@@ -22,6 +22,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 1000, "max_steps": 100_000, "decay": "cosine", "min_lr": None, "grad_clip": 5.0, "grad_accum": 1,
     "bf16": True, "bf16_cpu": False, "num_workers": 2, "log_every": 50, "dev_every": 1000, "save_every": None,
     "keep_last_k": 3, "keep_best_k": 5, "seed": 3407, "max_minutes": None, "loss": "neg_si_sdr", "device": "auto",
+    # torch intra-op threads for this run (None: torch's default). On a shared CPU machine
+    # one thread per busy process avoids the 3-10x slowdown of oversubscribed OpenMP pools.
+    "threads": None,
 }
 DEV_DEFAULTS: dict[str, Any] = {"n_items": 200, "seed": 20250, "batch_size": 1, "segment_seconds": None, "mix": {}}
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -88,6 +91,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     for key in ("batch_size", "grad_accum", "max_steps", "log_every"):
         if not isinstance(t[key], int) or t[key] < 1:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    if t["threads"] is not None and (not isinstance(t["threads"], int) or t["threads"] < 1):
+        raise ValueError(f"train.threads must be a positive integer or null, got {t['threads']!r}")
     if t["min_lr"] is None:
         t["min_lr"] = 0.01 * float(t["lr"])  # decay ends at 1 % of the peak unless told otherwise
     if t["save_every"] is None:

@@ -252,6 +252,8 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
         state.write_text_atomic(previous, yaml.safe_dump(cfg, sort_keys=False))
     info.barrier()
 
+    if t["threads"] is not None:
+        torch.set_num_threads(int(t["threads"]))
     model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).to(info.device)
     if info.rank:
         torch.manual_seed(int(t["seed"]) + 7919 * info.rank)  # same init, different dropout per rank
