@@ -355,3 +355,50 @@ def test_match_level_is_the_least_squares_gain_per_row():
         audio.match_level(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="level"):
         Extractor(_LoudStub(np.zeros(8), 1.0), level="loud")
+
+
+# -- numeric options and per-item defaults -------------------------------------------------------
+@pytest.mark.parametrize("chunk", [0.0, -1.0, 1e-5, float("nan"), True])
+def test_tiny_or_bad_chunk_seconds_is_refused_not_a_hang(tiny_model_dir, signals, chunk):
+    # chunk_seconds=1e-5 looped forever while memory grew ~170 MB/s
+    extractor = usef.load_model(tiny_model_dir, device="cpu")
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        extractor.extract(signals["mixture"], signals["reference"], sample_rate=SR, chunk_seconds=chunk)
+    with pytest.raises(ValueError, match="chunk_seconds"):
+        Extractor(extractor.model, chunk_seconds=chunk)
+
+
+@pytest.mark.parametrize("rate", [True, 1, 0, -8000, float("nan"), 8000.5, 10_000_000, "8000"])
+def test_absurd_sample_rates_are_refused(tiny_model_dir, signals, rate):
+    # sample_rate=True was accepted: a 4 s clip became an 8.9-hour job
+    with pytest.raises(ValueError, match="sample_rate"):
+        usef.extract(signals["mixture"], signals["reference"], sample_rate=rate, model=tiny_model_dir)
+
+
+def test_progress_is_reported_per_chunk_batch(tiny_model_dir, signals):
+    extractor = usef.load_model(tiny_model_dir, device="cpu", chunk_seconds=1.0, batch_size=2)
+    mixture = np.tile(signals["mixture"], 6)
+    calls = []
+    extractor.extract(mixture, signals["reference"], sample_rate=SR, progress=lambda d, n: calls.append((d, n)))
+    total = calls[-1][1]
+    assert total > 2 and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted({d for d, _ in calls})
+
+
+def test_default_list_is_served_per_item_rate(tmp_path, monkeypatch, tiny_model_dir, signals):
+    # the default was picked from the first item's rate for the whole list
+    monkeypatch.setenv("USEF_PRETRAINED_DIR", str(tmp_path))
+    for name in (hub.DEFAULT_8K, hub.DEFAULT_16K):
+        (tmp_path / name).mkdir()
+        for file in ("model.safetensors", "config.yaml"):
+            (tmp_path / name / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    used = []
+    real = api.load_model
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: used.append(k.get("sample_rate")) or real(*a, **k))
+    paths = []
+    for i, rate in enumerate((16000, 8000, 16000)):
+        sf.write(tmp_path / f"m{i}.wav", audio.resample(signals["mixture"], SR, rate), rate)
+        paths.append(str(tmp_path / f"m{i}.wav"))
+    outs = usef.extract(paths, signals["reference"], sample_rate=SR, device="cpu")
+    assert sorted(used) == [8000, 16000]
+    assert [len(o) for o in outs] == [sf.info(p).frames for p in paths]

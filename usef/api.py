@@ -43,6 +43,11 @@ DEFAULT_OVERLAP = 0.25
 DEFAULT_MAX_REFERENCE_SECONDS = 30.0
 DEFAULT_BATCH_SIZE = 4
 LEVELS = ("mixture", "model")
+# a chunk must hold real context for the separator (and many chunks of a long file must not
+# become millions of forward passes): below 0.5 s the call is refused
+MIN_CHUNK_SECONDS = 0.5
+# rates a recording can sensibly have; True (== 1) or 1 Hz would turn 4 s into hours of work
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
 _FULL_SCALE = 0.999
 # torch.stft(center=True) needs more than n_fft/2 samples; shorter mixtures are zero-padded.
 _MIN_MIXTURE_SECONDS = 0.1
@@ -78,9 +83,28 @@ def _coerce(x: Any, argument: str, sample_rate: int | None) -> tuple[np.ndarray,
         raise TypeError(f"{argument}: expected a file path, NumPy array or torch tensor, got {type(x).__name__}")
     if sample_rate is None:
         raise ValueError(f"{argument}: sample_rate= is required for arrays and tensors")
-    if int(sample_rate) <= 0:
-        raise ValueError(f"sample_rate: must be a positive integer, got {sample_rate}")
-    return x, int(sample_rate), tensor
+    return x, check_sample_rate(sample_rate), tensor
+
+
+def check_sample_rate(sample_rate: Any, argument: str = "sample_rate") -> int:
+    """``sample_rate`` as an int in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz; ValueError otherwise
+    (booleans, NaN, fractions and absurd rates included)."""
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{argument}: must be an integer number of Hz, got {sample_rate!r}")
+    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+        raise ValueError(f"{argument}: must be a whole number of Hz, got {sample_rate!r}")
+    if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
+        raise ValueError(f"{argument}: {int(sample_rate)} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return int(sample_rate)
+
+
+def check_chunk_seconds(chunk_seconds: Any, argument: str = "chunk_seconds") -> float:
+    """``chunk_seconds`` as a float >= MIN_CHUNK_SECONDS; ValueError otherwise."""
+    if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{argument}: must be a number of seconds, got {chunk_seconds!r}")
+    if not np.isfinite(chunk_seconds) or chunk_seconds < MIN_CHUNK_SECONDS:
+        raise ValueError(f"{argument}: must be at least {MIN_CHUNK_SECONDS} s, got {chunk_seconds!r}")
+    return float(chunk_seconds)
 
 
 def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
@@ -127,8 +151,9 @@ class Extractor:
             raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
-        if chunk_seconds <= 0 or max_reference_seconds <= 0 or batch_size < 1:
-            raise ValueError("chunk_seconds, max_reference_seconds and batch_size must be positive")
+        check_chunk_seconds(chunk_seconds)
+        if not (np.isfinite(max_reference_seconds) and max_reference_seconds > 0) or batch_size < 1:
+            raise ValueError("max_reference_seconds and batch_size must be positive")
         if device is not None:
             model = model.to(hub.resolve_device(device))
         self.model = model.eval()
@@ -246,7 +271,8 @@ class Extractor:
             out = audio.match_level(out, mixtures[:, :length])
         return out
 
-    def _chunked(self, wave: np.ndarray, condition: Any, chunk: int) -> np.ndarray:
+    def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,
+                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         # (T_mix,) -> (T_mix,): chunk batches are cross-faded straight into one output array
         overlap = round(chunk * self.overlap)
         starts = _chunk_starts(wave.shape[0], chunk, overlap)
@@ -268,6 +294,8 @@ class Extractor:
                 if k < len(starts) - 1 and overlap:
                     est[chunk - overlap :] *= fade_out
                 out[start : start + chunk] += est
+            if progress is not None:
+                progress(min(first + self.batch_size, len(starts)), len(starts))
         return out
 
     def _finish(self, estimate: np.ndarray, mix: _Signal):
@@ -294,6 +322,7 @@ class Extractor:
         sample_rate: int | None = None,
         reference_sample_rate: int | None = None,
         chunk_seconds: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ):
         """Extract the reference talker from the mixture.
 
@@ -306,7 +335,9 @@ class Extractor:
             sample_rate: rate of array/tensor inputs (files carry their own).
             reference_sample_rate: rate of an array reference when it differs from
                 ``sample_rate``.
-            chunk_seconds: override the chunk length for this call.
+            chunk_seconds: override the chunk length for this call (>= 0.5 s).
+            progress: called as ``progress(done, total)`` after each batch of chunks of a
+                long mixture (e.g. to drive a progress bar on an hour-long file).
 
         Shape:
             mixture ``(T_mix,)`` or ``(C, T_mix)``; reference ``(T_ref,)`` or
@@ -326,6 +357,10 @@ class Extractor:
 
         refs_in, embs_in = per_item(reference, "reference"), per_item(embedding, "embedding")
         ref_rate = reference_sample_rate or sample_rate
+        if chunk_seconds is not None:
+            check_chunk_seconds(chunk_seconds)
+        if reference_sample_rate is not None:
+            check_sample_rate(reference_sample_rate, "reference_sample_rate")
         chunk = round((chunk_seconds or self.chunk_seconds) * self.sample_rate)
         results: list = [None] * len(mixtures)
         groups: dict = {}
@@ -337,7 +372,7 @@ class Extractor:
                     results[i] = self._finish(np.zeros_like(mix.wave), mix)
                 elif mix.wave.shape[0] > chunk:
                     condition = self._condition([ref], [emb])
-                    results[i] = self._finish(self._chunked(mix.wave, condition, chunk), mix)
+                    results[i] = self._finish(self._chunked(mix.wave, condition, chunk, progress), mix)
                 else:
                     key = (mix.wave.shape[0], emb is None)
                     groups.setdefault(key, []).append((i, mix, ref, emb))
@@ -376,10 +411,9 @@ def load_model(
     return Extractor(model, name=path.name, **options)
 
 
-def _first_rate(mixture: Any, sample_rate: int | None) -> int | None:
-    first = mixture[0] if isinstance(mixture, (list, tuple)) and mixture else mixture
-    if _is_path(first):
-        return audio.audio_info(first, "mixture")[0]
+def _rate(mixture: Any, sample_rate: int | None) -> int | None:
+    if _is_path(mixture):
+        return audio.audio_info(mixture, "mixture")[0]
     return sample_rate
 
 
@@ -392,6 +426,7 @@ def extract(
     model: str | os.PathLike | Extractor | torch.nn.Module = "default",
     device: None | str | torch.device = None,
     chunk_seconds: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ):
     """Extract the target talker of ``reference`` from ``mixture``.
 
@@ -410,7 +445,8 @@ def extract(
         model: ``"default"``, a bundled name, a ``save_pretrained`` directory, an
             :class:`Extractor` or a loaded model.
         device: where to run; default CUDA when available.
-        chunk_seconds: chunk length for long mixtures (default 20 s).
+        chunk_seconds: chunk length for long mixtures (default 20 s, at least 0.5 s).
+        progress: ``progress(done, total)`` after each batch of chunks of a long mixture.
 
     Returns:
         The estimate at the mixture's rate and length, NumPy (array/path input)
@@ -423,9 +459,30 @@ def extract(
         extractor = model
     elif isinstance(model, torch.nn.Module):
         extractor = Extractor(model, device=device)
+    elif model == "default" and isinstance(mixture, (list, tuple)) and mixture:
+        # the default is chosen per item by its rate: a mixed list must not run 8 kHz files
+        # through the 16 kHz model (or the reverse); same-rate items still share batches
+        rates = [_rate(m, sample_rate) for m in mixture]
+        n = len(mixture)
+        refs = list(reference) if isinstance(reference, (list, tuple)) else [reference] * n
+        embs = list(embedding) if isinstance(embedding, (list, tuple)) else [embedding] * n
+        if len(refs) != n or len(embs) != n:
+            raise ValueError(f"reference/embedding: got a list whose length differs from the {n} mixtures")
+        results: list = [None] * n
+        for rate in dict.fromkeys(rates):
+            picks = [i for i in range(n) if rates[i] == rate]
+            extractor = load_model(model, device=device, sample_rate=rate)
+            outs = extractor.extract(
+                [mixture[i] for i in picks], [refs[i] for i in picks] if reference is not None else None,
+                embedding=[embs[i] for i in picks] if embedding is not None else None,
+                sample_rate=sample_rate, chunk_seconds=chunk_seconds, progress=progress)
+            for i, out in zip(picks, outs):
+                results[i] = out
+        return results
     else:
-        rate = _first_rate(mixture, sample_rate) if model == "default" else None
-        extractor = load_model(model, device=device, sample_rate=rate)
+        extractor = load_model(model, device=device, sample_rate=_rate(mixture, sample_rate) if model == "default"
+                               else None)
     return extractor.extract(
-        mixture, reference, embedding=embedding, sample_rate=sample_rate, chunk_seconds=chunk_seconds
+        mixture, reference, embedding=embedding, sample_rate=sample_rate, chunk_seconds=chunk_seconds,
+        progress=progress,
     )
