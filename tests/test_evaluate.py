@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from scipy import signal
 import soundfile as sf
+from scipy import signal
 
 import usef
 from usef.bin import eval as eval_cli

@@ -36,35 +36,43 @@ def _voice(utterance: str, seconds: float) -> np.ndarray:
     return (0.1 * tone * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def fake_librimix(root: Path) -> Path:
-    """ROOT/wav8k/min/{metadata,<split>/{mix_clean,s1,s2}} with LibriMix's CSV columns."""
+def fake_librimix(root: Path, noisy: bool = False) -> Path:
+    """ROOT/wav8k/min/{metadata,<split>/{mix_clean,s1,s2}} with LibriMix's CSV columns;
+    ``noisy``: {mix_both,s1,s2,noise} and a ``noise_path`` column instead."""
     base = root / "wav8k" / "min"
     (base / "metadata").mkdir(parents=True)
+    mix_type = "mix_both" if noisy else "mix_clean"
     for split, pairs in MIXTURES.items():
         rows = []
         for k, (a, b) in enumerate(pairs):
             mixture_id = f"{a}_{b}"
             length = 1.0 + 0.25 * k
             s1, s2 = _voice(a, length), _voice(b, length)
+            noise = 0.01 * np.random.default_rng(k).standard_normal(len(s1)).astype(np.float32)
+            waves = [("s1", s1), ("s2", s2)] + ([("noise", noise), (mix_type, s1 + s2 + noise)] if noisy
+                                                else [(mix_type, s1 + s2)])
             paths = {}
-            for folder, wave in (("s1", s1), ("s2", s2), ("mix_clean", s1 + s2)):
+            for folder, wave in waves:
                 path = base / split / folder / f"{mixture_id}.wav"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 soundfile.write(str(path), wave, SR, subtype="PCM_16")
                 paths[folder] = str(path.relative_to(root))
-            rows.append({"mixture_ID": mixture_id, "mixture_path": paths["mix_clean"],
-                         "source_1_path": paths["s1"], "source_2_path": paths["s2"], "length": len(s1)})
-        with open(base / "metadata" / f"mixture_{split}_mix_clean.csv", "w", newline="") as handle:
+            row = {"mixture_ID": mixture_id, "mixture_path": paths[mix_type],
+                   "source_1_path": paths["s1"], "source_2_path": paths["s2"]}
+            if noisy:
+                row["noise_path"] = paths["noise"]
+            rows.append({**row, "length": len(s1)})
+        with open(base / "metadata" / f"mixture_{split}_{mix_type}.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
     return root
 
 
-def _run(args: list, **env: str) -> subprocess.CompletedProcess:
+def _run(args: list, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "OMP_NUM_THREADS": "1", "python": sys.executable, **env}
     return subprocess.run(["bash", str(RUN), *args], env=full, capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=300, check=False, cwd=cwd)
 
 
 def test_libri2mix_recipe_all_stages(tmp_path):
@@ -95,6 +103,61 @@ def test_recipe_rejects_bad_arguments_and_broken_data(tmp_path):
     done = _run(["--stage", "0", "--stop_stage", "0"], librimix_root=str(root), conf="conf/tiny.yaml",
                 ngpu="0", exp=str(tmp_path / "exp"))
     assert done.returncode == 2 and "missing" in done.stderr
+
+
+def test_stage4_uses_the_given_test_enrollment_list(tmp_path):
+    """test_enrollment (relative to the caller's folder) reaches usef eval as --enrollment."""
+    root = fake_librimix(tmp_path / "Libri2Mix")
+    exp = tmp_path / "exp"
+    (exp / "average_best2").parent.mkdir(parents=True)
+    (exp / "average_best2").symlink_to(REPO / "pretrained" / "usef-conformer-8k", target_is_directory=True)
+    # a hand-made list: each target's reference is its speaker's source in another test mixture
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "test_enrollment.csv").write_text(
+        "mixture_ID,target_index,reference_path\n"
+        "77-1-1_88-1-1,0,wav8k/min/test/s2/99-1-2_77-1-2.wav\n77-1-1_88-1-1,1,wav8k/min/test/s1/88-1-2_99-1-1.wav\n"
+        "88-1-2_99-1-1,0,wav8k/min/test/s2/77-1-1_88-1-1.wav\n88-1-2_99-1-1,1,wav8k/min/test/s1/99-1-2_77-1-2.wav\n"
+        "99-1-2_77-1-2,0,wav8k/min/test/s2/88-1-2_99-1-1.wav\n99-1-2_77-1-2,1,wav8k/min/test/s1/77-1-1_88-1-1.wav\n")
+    common = {"librimix_root": str(root), "ngpu": "0", "exp": str(exp), "n_average": "2",
+              "eval_opts": "--no-pesq --no-estimates"}
+    done = _run(["--stage", "4", "--stop_stage", "4", "--test_enrollment", "lists/test_enrollment.csv"],
+                cwd=tmp_path, **common)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "enrollment: " + str(lists / "test_enrollment.csv") in done.stdout
+    summary = json.loads((exp / "eval_test" / "summary.json").read_text())
+    assert summary["data"]["enrollment"] == str(lists / "test_enrollment.csv") and summary["n_items"] == 6
+    assert not (exp / "eval_test" / "enrollment.csv").exists()  # no seeded list drawn
+    done = _run(["--stage", "4", "--stop_stage", "4", "--test_enrollment", "nowhere.csv"], cwd=tmp_path, **common)
+    assert done.returncode == 2 and "test_enrollment" in done.stderr and "no such file" in done.stderr
+
+
+def _stage0(root: Path, exp: Path, **env: str) -> subprocess.CompletedProcess:
+    return _run(["--stage", "0", "--stop_stage", "0"], librimix_root=str(root), conf="conf/tiny.yaml",
+                ngpu="0", exp=str(exp), **env)
+
+
+def test_stage0_checks_noise_files_of_mix_both(tmp_path):
+    root = fake_librimix(tmp_path / "Libri2Mix", noisy=True)
+    done = _stage0(root, tmp_path / "exp_ok", mix_type="mix_both")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    # the first training mixture's noise: stage 0 decodes that row, and the data layer names the
+    # missing file instead of letting a raw decoder error escape as a traceback
+    noise = root / "wav8k" / "min" / "train-100" / "noise" / "11-1-1_22-1-1.wav"
+    noise.unlink()
+    done = _stage0(root, tmp_path / "exp_first", mix_type="mix_both")
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-4000:]
+    assert str(noise) in done.stderr  # named by the file listing (or by the decoder's check)
+    assert "Traceback" not in done.stderr
+
+
+def test_stage0_lists_every_missing_noise_file(tmp_path):
+    root = fake_librimix(tmp_path / "Libri2Mix", noisy=True)
+    # a noise file of a row stage 0 does not decode: only the file listing can catch it
+    noise = root / "wav8k" / "min" / "train-100" / "noise" / "33-1-2_11-1-2.wav"
+    noise.unlink()
+    done = _stage0(root, tmp_path / "exp", mix_type="mix_both")
+    assert done.returncode == 2 and "missing" in done.stderr and str(noise) in done.stderr
 
 
 def test_speakers_recipe_all_stages(tmp_path):

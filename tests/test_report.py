@@ -369,3 +369,88 @@ def test_page_works_in_headless_chromium(evals, tmp_path):
         assert not severe, severe
     finally:
         driver.quit()
+
+
+def _copy_eval(src: Path, dst: Path, **summary_changes) -> Path:
+    """A copy of an eval folder whose summary.json has top-level keys replaced."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    summary = json.loads((dst / "summary.json").read_text(encoding="utf-8"))
+    summary.update(summary_changes)
+    (dst / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return dst
+
+
+def test_recorded_item_list_is_found_from_any_working_folder(evals, tmp_path, monkeypatch):
+    import os
+
+    csv_path = evals["csv"].resolve()
+    relative = _copy_eval(evals["a"], tmp_path / "evals" / "rel", data={
+        "list": os.path.relpath(csv_path, tmp_path / "evals" / "rel")})  # relative to the summary
+    absolute = _copy_eval(evals["a"], tmp_path / "evals" / "abs", data={"list": str(csv_path)})
+    lost = _copy_eval(evals["a"], tmp_path / "evals" / "lost", data={"list": "gone/eval.csv"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither the eval folders' nor the list's folder
+    for folder in (relative, absolute):
+        out = tmp_path / f"out_{folder.name}"
+        result = build_report([folder], out)
+        page, _ = _parse(out)
+        assert result["notes"] == [] and len(page.audio) == 3 * 6 + 5, folder  # sources + A's estimates
+        for src in page.audio:
+            assert (out / src).is_file()
+    result = build_report([lost], tmp_path / "out_lost")
+    assert len(result["notes"]) == 1 and "gone/eval.csv" in result["notes"][0]
+    assert "neither as given nor next to the summary" in result["notes"][0]
+    # an old summary with the path as typed where `usef eval` ran still works from that folder
+    monkeypatch.chdir(csv_path.parent)
+    legacy = _copy_eval(evals["a"], tmp_path / "evals" / "legacy", data={"list": csv_path.name})
+    assert build_report([legacy], tmp_path / "out_legacy")["notes"] == []
+
+
+def test_page_fits_a_1280_px_window(evals, tmp_path):
+    """Two systems with long model names: every column on screen, names on one line."""
+    long_a = "usef-tfgridnet-8k-libri2mix-average-best5-of-a-long-run"
+    long_b = "embedding-tfgridnet-8k-libri2mix-average-best5-of-a-long-run"
+    dir_a = _copy_eval(evals["a"], tmp_path / "a", model={"name": long_a})
+    dir_b = _copy_eval(evals["b"], tmp_path / "b", model={"name": long_b})
+    out = tmp_path / "long"
+    build_report([dir_a, dir_b], out)
+    driver = _chrome(tmp_path)
+    try:
+        driver.set_window_size(1280, 900)
+        inner = driver.execute_script("return window.innerWidth;")
+        if inner != 1280:  # window decorations: make the page itself 1280 px wide
+            driver.set_window_size(1280 + (1280 - inner), 900)
+        for page in (out, evals["out"]):
+            driver.get((page / "index.html").as_uri())
+            assert driver.execute_script("return window.innerWidth;") == 1280
+            width = driver.execute_script("return document.documentElement.clientWidth;")
+            assert driver.execute_script("return document.documentElement.scrollWidth;") <= width
+            beyond = driver.execute_script(
+                "var w=arguments[0],out=[];document.querySelectorAll('body *').forEach(function(e){"
+                "var r=e.getBoundingClientRect();if(r.width>0&&r.right>w+0.5){"
+                "out.push(e.tagName+' '+(e.textContent||'').slice(0,40)+' '+r.right);}});return out;", width)
+            assert beyond == [], beyond
+            names = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#items thead .name')).map(function(e){"
+                "return [e.getAttribute('title'), e.getBoundingClientRect().height,"
+                " parseFloat(getComputedStyle(e).lineHeight)];});")
+            assert len(names) == 2 + 2 + 2  # SI-SDRi, Δ (two names), estimate
+            for title, height, line in names:
+                assert height < 1.5 * line, (title, height, line)  # one line each
+            headers = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#items thead th')).map(function(t){"
+                "return t.textContent;});")
+            assert headers[-1] == "target" and sum(h.startswith("estimate") for h in headers) == 2
+        # full names stay available on hover
+        assert {t for t, _, _ in names} >= {"sysA", "sysB", "− sysB"}
+        driver.get((out / "index.html").as_uri())
+        titles = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#items thead .name')).map(function(e){"
+            "return e.getAttribute('title');});")
+        assert long_a in titles and long_b in titles
+    finally:
+        driver.quit()

@@ -1,6 +1,6 @@
 """usef: embedding-free target speech extraction (USEF-TSE) and its embedding twins."""
 
-__version__ = "0.1.0"
+from usef._version import __version__
 
 __all__ = ["__version__", "extract", "list_models", "load_model"]
 

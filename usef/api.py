@@ -90,7 +90,7 @@ def check_sample_rate(sample_rate: Any, argument: str = "sample_rate") -> int:
     """``sample_rate`` as an int in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz; ValueError otherwise
     (booleans, NaN, fractions and absurd rates included)."""
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{argument}: must be an integer number of Hz, got {sample_rate!r}")
+        raise ValueError(f"{argument}: must be an integer number of Hz, got {sample_rate!r}")  # noqa: TRY004 (one error type for every bad rate)
     if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
         raise ValueError(f"{argument}: must be a whole number of Hz, got {sample_rate!r}")
     if not MIN_SAMPLE_RATE <= int(sample_rate) <= MAX_SAMPLE_RATE:
@@ -101,7 +101,7 @@ def check_sample_rate(sample_rate: Any, argument: str = "sample_rate") -> int:
 def check_chunk_seconds(chunk_seconds: Any, argument: str = "chunk_seconds") -> float:
     """``chunk_seconds`` as a float >= MIN_CHUNK_SECONDS; ValueError otherwise."""
     if isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{argument}: must be a number of seconds, got {chunk_seconds!r}")
+        raise ValueError(f"{argument}: must be a number of seconds, got {chunk_seconds!r}")  # noqa: TRY004 (as above)
     if not np.isfinite(chunk_seconds) or chunk_seconds < MIN_CHUNK_SECONDS:
         raise ValueError(f"{argument}: must be at least {MIN_CHUNK_SECONDS} s, got {chunk_seconds!r}")
     return float(chunk_seconds)

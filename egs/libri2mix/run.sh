@@ -20,15 +20,20 @@ mode=${mode:-min}                    # min | max
 mix_type=${mix_type:-mix_clean}      # mix_clean | mix_both | mix_single
 n_average=${n_average:-5}            # checkpoints averaged in stage 3 (best by dev SI-SDRi)
 eval_seed=${eval_seed:-0}            # seed of the test enrollment draw (fixed list, written once)
+test_enrollment=${test_enrollment:-} # test list to use instead, e.g. SpeakerBeam's map_mixture2enrollment
 torchrun_opts=${torchrun_opts:---standalone}  # e.g. "--nnodes 2 --node_rank 0 --rdzv_endpoint host:29500"
 train_opts=${train_opts:-}           # extra key=value overrides, e.g. "train.max_steps=1000"
 eval_opts=${eval_opts:-}             # extra usef eval flags, e.g. "--no-pesq --limit 200"
 python=${python:-python}
 
-vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed torchrun_opts train_opts eval_opts python "
+vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed test_enrollment torchrun_opts train_opts eval_opts python "
 . "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/../train_launcher.sh"
 
+# a relative test_enrollment is meant from the caller's folder: make it absolute before the cd
+if [ -n "$test_enrollment" ] && [[ $test_enrollment != /* ]]; then
+  test_enrollment=$PWD/$test_enrollment
+fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 # run from a source checkout without installing
@@ -48,6 +53,14 @@ data_opts=("data.root=$librimix_root" "data.sample_rate=$sample_rate" "data.mode
 read -r -a extra_train <<< "$train_opts"
 read -r -a extra_eval <<< "$eval_opts"
 read -r -a launcher <<< "$python"
+enrollment_opts=()
+if [ -n "$test_enrollment" ]; then
+  enrollment_opts=(--enrollment "$test_enrollment")
+  if run_stage 4 && [ ! -f "$test_enrollment" ]; then
+    echo "$0: test_enrollment $test_enrollment: no such file" >&2
+    exit 2
+  fi
+fi
 
 if run_stage 0; then
   echo "stage 0: check the training data under $librimix_root"
@@ -73,10 +86,11 @@ if run_stage 3; then
 fi
 
 if run_stage 4; then
-  echo "stage 4: evaluate $model_dir on Libri2Mix test ($sample_rate Hz, $mode, $mix_type)"
+  echo "stage 4: evaluate $model_dir on Libri2Mix test ($sample_rate Hz, $mode, $mix_type;" \
+       "enrollment: ${test_enrollment:-seeded list $exp/eval_test/enrollment.csv, seed $eval_seed})"
   "${launcher[@]}" -m usef.bin.main eval --libri2mix "$librimix_root" --subset test --sample-rate "$sample_rate" \
     --mode "$mode" --mix-type "$mix_type" --model "$model_dir" --out-dir "$exp/eval_test" \
-    --device "$device" --seed "$eval_seed" "${extra_eval[@]}"
+    --device "$device" --seed "$eval_seed" ${enrollment_opts[@]+"${enrollment_opts[@]}"} "${extra_eval[@]}"
 fi
 
 if run_stage 5; then

@@ -18,8 +18,8 @@ from usef.bin import HelpFormatter, UsageError, run_command
 
 EPILOG = """\
 example:
-  usef eval --list eval.csv --out-dir exp/eval_usef --model exp/usef/best
-  usef eval --list eval.csv --out-dir exp/eval_film --model exp/film/best
+  usef eval --list eval.csv --out-dir exp/eval_usef --model usef-conformer-8k
+  usef eval --list eval.csv --out-dir exp/eval_film --model embedding-conformer-8k
   usef compare exp/eval_usef exp/eval_film --bootstrap 10000 --seed 0
   # -> prints the table and writes exp/eval_usef/compare_<B name>.json
 
@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _compare(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UsageError("--bootstrap must be at least 1")
+    if args.seed < 0:  # numpy's generators take non-negative seeds only
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
 
     from usef.report.compare import format_table, load_eval, paired_compare
 

@@ -2,6 +2,8 @@
 
 The example (``usef/assets/demo``) is a mixture of two held-out real speakers, a reference
 recording of the target and the clean target, all at 8 kHz (credits in its README).
+
+Like ``usef extract``, it never replaces an existing output without --overwrite (exit code 2).
 """
 
 from __future__ import annotations
@@ -12,49 +14,77 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from usef.bin import (
+    HelpFormatter,
+    UsageError,
+    add_threads_option,
+    apply_threads,
+    load_model_or_usage_error,
+    run_command,
+)
+
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-EXAMPLE = """example:
+DEMO_RATE = 8000  # the example's rate: picks the bundled default model
+DESCRIPTION = """\
+Extract the bundled example with the bundled default model and print the SI-SDR gain.
+
+The example (usef/assets/demo) is a mixture of two held-out real speakers, a reference
+recording of the target and the clean target, all at 8 kHz (credits in its README).
+An existing output is never replaced without --overwrite (exit code 2), as in usef extract.
+"""
+EXAMPLE = """examples:
   usef demo -o estimate.wav
+  usef demo -o estimate.wav --model usef-conformer-16k --device cpu --overwrite
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="usef demo", description=__doc__, epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="usef demo", description=DESCRIPTION, epilog=EXAMPLE, formatter_class=HelpFormatter,
     )
-    parser.add_argument("-o", "--output", default="estimate.wav", help="where to write the estimate")
-    parser.add_argument("--model", default="default", help="model name or directory (default: bundled)")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("-o", "--output", default="estimate.wav", help="where to write the estimate (.wav)")
+    parser.add_argument("--model", default="default",
+                        help="bundled name (usef-conformer-8k ...), model directory, or default: the bundled "
+                             "model for the example's 8 kHz")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    add_threads_option(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import usef
-    from usef.audio import load_audio, write_audio
-    from usef.metrics import si_sdr
-
+def _demo(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'estimate.wav'}")
+    if output.exists() and not args.overwrite:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    apply_threads(args.threads)
     paths = {name: DEMO_DIR / f"{name}.wav" for name in ("mixture", "reference", "target")}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        print(f"usef demo: the bundled example is missing: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    try:
-        extractor = usef.load_model(args.model, device=args.device, sample_rate=8000)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"usef demo: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"the bundled example is missing: {', '.join(missing)}")
+
+    from usef.audio import load_audio, write_audio  # lazy: keeps --help fast
+    from usef.metrics import si_sdr
+
+    extractor = load_model_or_usage_error(args.model, device=args.device, sample_rate=DEMO_RATE)
     mixture, rate = load_audio(paths["mixture"], "mixture")
     target, _ = load_audio(paths["target"], "target")
     estimate = extractor.extract(str(paths["mixture"]), str(paths["reference"]))
-    write_audio(args.output, estimate, rate, float_wav=True)  # float: no clipping of loud estimates
+    try:
+        write_audio(output, estimate, rate, float_wav=True)  # float: no clipping of loud estimates
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc}") from exc
     before, after = si_sdr(mixture, target), si_sdr(estimate, target)
     print(f"model: {extractor.name}")
     print(f"mixture SI-SDR {before:6.2f} dB -> estimate SI-SDR {after:6.2f} dB: SI-SDRi {after - before:+.2f} dB")
-    print(f"estimate written to {args.output}")
+    print(f"estimate written to {output}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``usef demo``; returns the exit code (0 written, 2 usage error)."""
+    return run_command(build_parser(), argv, _demo, log_level=logging.INFO)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from usef.bin import (
     run_command,
 )
 from usef.data.librimix import (
+    enrollment_list_format,
     make_enrollment_list,
     metadata_path,
     read_enrollment_list,
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="CSV",
         default=None,
-        help="existing enrollment list (mixture_ID,target_index,reference_path), "
-        "e.g. the recipe's; default OUT_DIR/enrollment.csv, drawn on the first run",
+        help="enrollment list: usef's CSV (mixture_ID,target_index,reference_path, e.g. the recipe's) or "
+        "SpeakerBeam's map_mixture2enrollment (the list published Libri2Mix TSE results use), detected; "
+        "default OUT_DIR/enrollment.csv, drawn with --seed on the first run",
     )
     return parser
 
@@ -131,7 +133,7 @@ def libri2mix_items(
         raise UsageError(f"{meta}: expected two sources per mixture (Libri2Mix)")
 
     if enrollment.is_file():
-        entries = read_enrollment_list(enrollment)
+        entries = read_enrollment_list(enrollment, rows=rows)
     else:
         # drawn over the metadata's own row order, as Libri2MixTSE does, so a
         # recipe list and this one agree for the same seed
@@ -215,6 +217,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.enrollment is not None and not args.enrollment.is_file():
             raise UsageError(f"--enrollment {args.enrollment}: no such file")
         enrollment = args.enrollment or args.out_dir / "enrollment.csv"
+        enrollment_existed = enrollment.is_file()
         items = libri2mix_items(args.libri2mix, args.subset, args.sample_rate, args.mode,
                                 args.mix_type, enrollment, args.seed)
         sample_rate = args.sample_rate
@@ -225,7 +228,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             "mode": args.mode,
             "mix_type": args.mix_type,
             "enrollment": str(Path(enrollment).resolve()),
-            "enrollment_seed": args.seed,
+            # which list: SpeakerBeam's map_mixture2enrollment (published results) or usef's
+            "enrollment_source": enrollment_list_format(enrollment),
+            # the seed only when this run drew the list; a given or reused list has its own
+            "enrollment_seed": None if enrollment_existed else args.seed,
         }
     if not items:
         raise UsageError("the evaluation list is empty")

@@ -1,9 +1,12 @@
 """``usef extract``: one mixture/reference pair, or a CSV list of them.
 
-List mode writes ``DIR/<id>.wav`` (at the mixture's rate) atomically, skips
-outputs that already exist (so a killed run resumes), records bad items in
-``DIR/failures.csv`` and keeps going. Exit codes: 0 all done, 1 some items
-failed, 2 usage or configuration error (bad arguments or CSV, unknown model).
+List mode writes ``DIR/<id>.wav`` (at the mixture's rate) atomically, skips outputs that
+already exist and read back as audio (so a killed run resumes; an empty or unreadable file
+is extracted again), records bad items in ``DIR/failures.csv`` and keeps going. With
+``--model default`` each item gets the bundled model for its own rate; a log line per item
+says which model served it, and failures.csv has a ``model`` column. Exit codes: 0 all
+done, 1 some items failed, 2 usage or configuration error (bad arguments or CSV, unknown
+model).
 
 Sharded runs: under ``torchrun`` (or with RANK/WORLD_SIZE set by hand) rank k
 takes the rows i with i % WORLD_SIZE == k and writes ``failures.rank<k>.csv``
@@ -14,29 +17,65 @@ per-rank failures into ``failures.csv``. No process group is needed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import glob
+import logging
+import math
 import os
 import sys
 import time
+import uuid
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from usef.bin import UsageError, rate_of
+from usef.bin import (
+    HelpFormatter,
+    ModelsByRate,
+    UsageError,
+    add_threads_option,
+    apply_threads,
+    rate_of,
+    run_command,
+)
 
-EPILOG = """examples:
-  usef extract mixture.wav enrolment.wav -o target.wav --model exp/usef/best
-  usef extract --list pairs.csv --out-dir out/ --model exp/usef/best --jobs 4
-  torchrun --nproc_per_node=4 -m usef.bin.extract --list pairs.csv --out-dir out/ --model exp/usef/best
+logger = logging.getLogger("usef.extract")
+
+EPILOG = """\
+examples:
+  usef extract mixture.wav enrolment.wav -o target.wav
+  usef extract mixture.wav enrolment.wav -o target.wav --model usef-conformer-8k --device cpu
+  usef extract --list pairs.csv --out-dir out/ --jobs 4
+  torchrun --nproc_per_node=4 -m usef.bin.extract --list pairs.csv --out-dir out/
 
 pairs.csv has a header with columns mixture, reference (or embedding: a .npy
 speaker vector) and optionally id (default: the mixture's file name without
-extension). Relative paths are resolved against the CSV's folder.
+extension). Relative paths are resolved against the CSV's folder. An id names
+its output file, so it must be a plain file name of at most 233 bytes (the
+file system's 255 less the temporary name written first).
+
+failures.csv (list mode) has one row per failed item (id, mixture, reference,
+model, error). Several runs may share one --out-dir: a run replaces only the
+rows whose id is in its own list and keeps the others, and deletes the file
+when no row is left, so a clean run never erases another list's failures.
+
+An existing output is never replaced without --overwrite: list mode keeps it
+(resume), single-pair mode stops with exit code 2.
 """
 
-FAILURE_FIELDS = ["id", "mixture", "reference", "error"]
+FAILURES_NAME = "failures.csv"
+FAILURE_FIELDS = ["id", "mixture", "reference", "model", "error"]
+# Shorter chunks than this give the separator too little context: 0.5 s is ~30 STFT frames of
+# the bundled models (32 ms window, 16 ms hop), the same floor as the shortest reference the
+# models accept (min_reference_seconds); each chunk boundary also costs a cross-fade.
+MIN_CHUNK_SECONDS = 0.5
+# list mode keeps 2 x jobs decoded mixtures in memory at once
+MAX_JOBS = 64
+# usef.audio.write_audio writes ".<name>.<12 hex>.tmp" first: 18 bytes more than the name
+_TMP_NAME_EXTRA = 18
 
 
 @dataclass
@@ -54,30 +93,43 @@ def build_parser() -> argparse.ArgumentParser:
         prog="usef extract",
         description="Extract the reference talker from mixtures.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("mixture", nargs="?", help="mixture audio file (single-pair mode)")
     parser.add_argument("reference", nargs="?", help="reference (enrolment) audio file")
-    parser.add_argument("-o", "--output", help="output .wav (single-pair mode)")
+    parser.add_argument("-o", "--output", help="output .wav file (single-pair mode)")
     parser.add_argument("--embedding", help=".npy speaker vector instead of a reference")
     parser.add_argument("--list", dest="list_file", help="CSV of pairs (list mode)")
     parser.add_argument("--out-dir", help="output folder (list mode)")
     parser.add_argument("--model", default="default",
-                        help="bundled model name or save_pretrained directory (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+                        help="bundled name (usef-conformer-8k ...), model directory, or default: per item, the "
+                             "bundled model for its rate (8 kHz model below 16 kHz, 16 kHz model from 16 kHz)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu; under torchrun "
+                             "each rank takes cuda:LOCAL_RANK)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
-                        help="threads reading and writing audio (default: %(default)s)")
+                        help=f"threads reading and writing audio (1..{MAX_JOBS})")
     parser.add_argument("--chunk-seconds", type=float, default=None,
-                        help="process mixtures longer than this in chunks (default 20)")
+                        help=f"process mixtures longer than this in chunks of this length, at least "
+                             f"{MIN_CHUNK_SECONDS:g} s (default: the model's, 20 s)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument("--float", dest="float_wav", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
     parser.add_argument("--barrier-timeout", type=float, default=3600.0,
-                        help="seconds rank 0 waits for the other ranks (default: %(default)s)")
+                        help="seconds rank 0 waits for the other ranks (sharded runs)")
+    add_threads_option(parser)
     return parser
 
 
-def _id_problem(item_id: str, out_dir: Path) -> str | None:
+def _name_max(folder: Path) -> int:
+    """Longest file name (bytes) the folder's file system takes; 255 when it cannot tell."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no such folder yet, or no pathconf (Windows)
+        return 255
+
+
+def _id_problem(item_id: str, out_dir: Path, name_max: int = 255) -> str | None:
     if not item_id:
         return "empty id"
     separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
@@ -85,6 +137,14 @@ def _id_problem(item_id: str, out_dir: Path) -> str | None:
         return f"id {item_id!r} contains a path separator"
     if item_id.startswith(".") or (os.name == "nt" and ":" in item_id):
         return f"id {item_id!r} must not start with '.' or name a drive"
+    try:
+        size = len(os.fsencode(f"{item_id}.wav"))
+    except UnicodeError:
+        return f"id {item_id!r} cannot be encoded as a file name here"
+    if size + _TMP_NAME_EXTRA > name_max:
+        # checked before any path operation: a too-long name fails every one of them
+        return (f"id is too long for a file name: {item_id}.wav is {size} bytes, at most "
+                f"{name_max - _TMP_NAME_EXTRA} fit ({name_max} less the temporary name)")
     target = (out_dir / f"{item_id}.wav").resolve()
     if target.parent != out_dir.resolve():
         return f"id {item_id!r} would write outside the output folder"
@@ -116,6 +176,7 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
     def resolve(value: str) -> str:
         return str(path.parent / value) if value and not os.path.isabs(value) else value
 
+    name_max = _name_max(out_dir)
     items, seen = [], {}
     for row_index, row in enumerate(rows):
         mixture = resolve(row.get("mixture", ""))
@@ -126,7 +187,7 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
         elif not item.reference and not item.embedding:
             item.problem = "neither reference nor embedding given"
         else:
-            item.problem = _id_problem(item.id, out_dir)
+            item.problem = _id_problem(item.id, out_dir, name_max)
         if item.problem is None:
             if item.id in seen:
                 item.problem = f"duplicate id {item.id!r} (first on data row {seen[item.id] + 1})"
@@ -137,19 +198,27 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    # a temporary name of this process: two runs sharing the folder never write one file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _failure(item: Item, error: str) -> dict:
+def _failure(item: Item, error: str, model: str = "") -> dict:
     return {"row": item.row, "id": item.id, "mixture": item.mixture,
-            "reference": item.reference or item.embedding, "error": error}
+            "reference": item.reference or item.embedding, "model": model, "error": error}
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _load(item: Item):
@@ -161,62 +230,110 @@ def _load(item: Item):
     return mixture, mix_rate, reference, ref_rate
 
 
-def run_items(items: list[Item], extractor, out_dir: Path, args, desc: str = "") -> list[dict]:
-    """Extract every item (reading/writing in threads); returns the failure rows."""
+def is_complete_output(path: Path) -> bool:
+    """True when ``path`` is audio whose header reads and holds at least one frame.
+
+    Outputs are written atomically, but a file planted, truncated or emptied by something
+    else must not pass for a finished item on a resumed run.
+    """
+    import soundfile
+
+    if not path.is_file():
+        return False
+    try:
+        return soundfile.info(str(path)).frames > 0
+    except (RuntimeError, soundfile.SoundFileError, OSError, ValueError):
+        return False
+
+
+def _remove_stale_temporaries(out_dir: Path, item_id: str) -> None:
+    for stale in glob.glob(str(out_dir / f".{glob.escape(item_id)}.wav.*.tmp")):
+        with contextlib.suppress(FileNotFoundError):  # another run may have cleaned it first
+            os.unlink(stale)  # left by a killed run
+
+
+def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argparse.Namespace,
+              desc: str = "") -> list[dict]:
+    """Extract every item (reading/writing in threads); returns the failure rows.
+
+    Raises:
+        UsageError: a model cannot be loaded (configuration, not an item's fault).
+    """
     from tqdm import tqdm
 
     from usef import audio
 
     failures: list[dict] = []
     todo = []
+    kept = 0
     for item in items:
         if item.problem:
             failures.append(_failure(item, item.problem))
             continue
-        for stale in glob.glob(str(out_dir / f".{glob.escape(item.id)}.wav.*.tmp")):
-            os.unlink(stale)  # left by a killed run
-        if args.overwrite or not (out_dir / f"{item.id}.wav").exists():
-            todo.append(item)
-    jobs = max(1, args.jobs)
+        output = out_dir / f"{item.id}.wav"
+        try:
+            _remove_stale_temporaries(out_dir, item.id)
+            if not args.overwrite and output.exists():
+                if is_complete_output(output):
+                    kept += 1
+                    continue
+                logger.info("%s: existing output is empty or unreadable; extracting it again", output)
+        except OSError as exc:  # e.g. a name the file system refuses: this item only
+            failures.append(_failure(item, _error_text(exc)))
+            continue
+        todo.append(item)
+    if kept:
+        logger.info("%d output(s) exist already and are kept (--overwrite redoes them)", kept)
+    jobs = args.jobs
     progress = tqdm(total=len(todo), desc=desc or "extract", unit="item", disable=None)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending, writes = deque(), deque()
-        queue = iter(todo)
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            pending, writes = deque(), deque()
+            queue = iter(todo)
 
-        def refill() -> None:
-            while len(pending) < 2 * jobs:
-                item = next(queue, None)
-                if item is None:
-                    return
-                pending.append((item, pool.submit(_load, item)))
+            def refill() -> None:
+                while len(pending) < 2 * jobs:
+                    item = next(queue, None)
+                    if item is None:
+                        return
+                    pending.append((item, pool.submit(_load, item)))
 
-        def settle(limit: int) -> None:
-            while len(writes) > limit:
-                item, future = writes.popleft()
-                try:
-                    future.result()
-                except Exception as exc:  # noqa: BLE001 -- an item failure never stops the run
-                    failures.append(_failure(item, f"{type(exc).__name__}: {exc}"))
-                progress.update(1)
+            def settle(limit: int) -> None:
+                while len(writes) > limit:
+                    item, model_name, rate, future = writes.popleft()
+                    try:
+                        future.result()
+                        logger.info("%s: %s (%d Hz input)", item.id, model_name, rate)
+                    except Exception as exc:  # noqa: BLE001 -- an item failure never stops the run
+                        failures.append(_failure(item, _error_text(exc), model_name))
+                    progress.update(1)
 
-        refill()
-        while pending:
-            item, future = pending.popleft()
             refill()
-            try:
-                mixture, mix_rate, reference, ref_rate = future.result()
-                estimate = extractor.extract(
-                    mixture, reference, embedding=item.embedding or None, sample_rate=mix_rate,
-                    reference_sample_rate=ref_rate, chunk_seconds=args.chunk_seconds)
-            except Exception as exc:  # noqa: BLE001 -- recorded in failures.csv
-                failures.append(_failure(item, f"{type(exc).__name__}: {exc}"))
-                progress.update(1)
-                continue
-            writes.append((item, pool.submit(audio.write_audio, out_dir / f"{item.id}.wav",
-                                             estimate, mix_rate, float_wav=args.float_wav)))
-            settle(2 * jobs)
-        settle(0)
-    progress.close()
+            while pending:
+                item, future = pending.popleft()
+                refill()
+                try:
+                    mixture, mix_rate, reference, ref_rate = future.result()
+                except Exception as exc:  # noqa: BLE001 -- recorded in failures.csv
+                    failures.append(_failure(item, _error_text(exc)))
+                    progress.update(1)
+                    continue
+                extractor = models(mix_rate)  # per item: --model default follows each input's rate
+                try:
+                    estimate = extractor.extract(
+                        mixture, reference, embedding=item.embedding or None, sample_rate=mix_rate,
+                        reference_sample_rate=ref_rate, chunk_seconds=args.chunk_seconds)
+                except Exception as exc:  # noqa: BLE001 -- recorded in failures.csv
+                    failures.append(_failure(item, _error_text(exc), extractor.name))
+                    progress.update(1)
+                    continue
+                writes.append((item, extractor.name, mix_rate,
+                               pool.submit(audio.write_audio, out_dir / f"{item.id}.wav", estimate, mix_rate,
+                                           float_wav=args.float_wav)))
+                settle(2 * jobs)
+            settle(0)
+    finally:
+        progress.close()
     return sorted(failures, key=lambda row: row["row"])
 
 
@@ -230,68 +347,126 @@ def _wait_for_ranks(out_dir: Path, world: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        logger.warning("%s is unreadable (%s); writing it anew", path, exc)
+        return []
+
+
 def _merge_failures(out_dir: Path, world: int) -> list[dict]:
     rows = []
     for k in range(world):
-        path = out_dir / f"failures.rank{k}.csv"
-        if path.exists():
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows.extend(csv.DictReader(handle))
+        rows.extend(_read_rows(out_dir / f"failures.rank{k}.csv"))
     return sorted(rows, key=lambda row: int(row.get("row") or 0))
 
 
-def _finish_failures(out_dir: Path, failures: list[dict]) -> None:
-    path = out_dir / "failures.csv"
-    if failures:
-        _write_csv(path, failures, FAILURE_FIELDS)
-    elif path.exists():
-        path.unlink()  # stale: every item is done now
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (flock on its descriptor: no lock file is
+    left behind). Serialises the read-modify-write of failures.csv between runs; where
+    ``fcntl`` does not exist (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
-def run_list(args, extractor_factory) -> int:
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if not 0 <= rank < world:
-        raise UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items = read_list(Path(args.list_file), out_dir)
-    marker = out_dir / f".done.rank{rank}"
-    marker.unlink(missing_ok=True)  # stale marker of an earlier, crashed run
-    first = next((item.mixture for item in items if not item.problem), None)
-    extractor = extractor_factory(rank, world, first)
-    shard = [item for item in items if item.row % world == rank]
-    failures = run_items(shard, extractor, out_dir, args, f"rank {rank}" if world > 1 else "")
-    if world == 1:
-        _finish_failures(out_dir, failures)
-    else:
-        _write_csv(out_dir / f"failures.rank{rank}.csv", failures, ["row"] + FAILURE_FIELDS)
-        marker.touch()
-        if rank == 0:
-            missing = _wait_for_ranks(out_dir, world, args.barrier_timeout)
-            if missing:
-                print(f"usef extract: error: ranks {missing} did not finish within "
-                      f"{args.barrier_timeout:.0f} s; failures.csv not merged", file=sys.stderr)
-                return 1
-            failures = _merge_failures(out_dir, world)
-            _finish_failures(out_dir, failures)
-            for k in range(world):
-                (out_dir / f"failures.rank{k}.csv").unlink(missing_ok=True)
-                (out_dir / f".done.rank{k}").unlink(missing_ok=True)
+def update_failures(out_dir: Path, owned_ids: set[str], failures: list[dict]) -> int:
+    """Replace the rows of ``owned_ids`` in ``out_dir/failures.csv`` with ``failures``.
+
+    Rows of other ids (other lists' runs into the same folder) are kept; the file is deleted
+    when no row is left. Returns the number of rows of other lists kept.
+    """
+    path = out_dir / FAILURES_NAME
+    with _folder_lock(out_dir):
+        others = [row for row in _read_rows(path) if row.get("id", "") not in owned_ids]
+        rows = others + failures
+        if rows:
+            _write_csv(path, rows, FAILURE_FIELDS)
+        else:
+            path.unlink(missing_ok=True)
+    return len(others)
+
+
+def _report_failures(out_dir: Path, failures: list[dict], others: int) -> int:
+    if others:
+        logger.info("%s keeps %d row(s) of other lists' runs", out_dir / FAILURES_NAME, others)
     if failures:
-        where = out_dir / "failures.csv"  # rank 0 merges the per-rank files into it
-        print(f"usef extract: {len(failures)} item(s) failed; see {where}", file=sys.stderr)
+        print(f"usef extract: {len(failures)} item(s) failed; see {out_dir / FAILURES_NAME}", file=sys.stderr)
         return 1
     return 0
 
 
-def run_single(args, extractor) -> int:
+def _prepare_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create --out-dir {out_dir}: {exc}") from exc
+
+
+def _shard() -> tuple[int, int]:
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError as exc:
+        raise UsageError(f"RANK and WORLD_SIZE must be integers ({exc})") from None
+    if not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} is not within WORLD_SIZE={world}")
+    return rank, world
+
+
+def run_list(args: argparse.Namespace, items: list[Item], models: ModelsByRate, rank: int = 0,
+             world: int = 1) -> int:
+    """List mode over the rows of :func:`read_list`; returns the exit code (0 all done, 1 some
+    items failed)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    out_dir = Path(args.out_dir)
+    marker = out_dir / f".done.rank{rank}"
+    marker.unlink(missing_ok=True)  # stale marker of an earlier, crashed run
+    shard = [item for item in items if item.row % world == rank]
+    with logging_redirect_tqdm():  # log lines go above the progress bar instead of through it
+        failures = run_items(shard, models, out_dir, args, f"rank {rank}" if world > 1 else "")
+    owned = {item.id for item in items}
+    if world == 1:
+        return _report_failures(out_dir, failures, update_failures(out_dir, owned, failures))
+    _write_csv(out_dir / f"failures.rank{rank}.csv", failures, ["row"] + FAILURE_FIELDS)
+    marker.touch()
+    if rank != 0:
+        return 1 if failures else 0
+    missing = _wait_for_ranks(out_dir, world, args.barrier_timeout)
+    if missing:
+        print(f"usef extract: error: ranks {missing} did not finish within "
+              f"{args.barrier_timeout:.0f} s; {FAILURES_NAME} not merged", file=sys.stderr)
+        return 1
+    failures = _merge_failures(out_dir, world)
+    others = update_failures(out_dir, owned, failures)
+    for k in range(world):
+        (out_dir / f"failures.rank{k}.csv").unlink(missing_ok=True)
+        (out_dir / f".done.rank{k}").unlink(missing_ok=True)
+    return _report_failures(out_dir, failures, others)
+
+
+def run_single(args: argparse.Namespace, models: ModelsByRate) -> int:
+    """Single-pair mode; returns the exit code (0 written, 1 the inputs could not be processed)."""
     from usef import audio
 
     output = Path(args.output)
-    if output.exists() and not args.overwrite:
-        print(f"usef extract: {output} exists; use --overwrite to redo it", file=sys.stderr)
-        return 0
+    extractor = models(rate_of(args.mixture))
     try:
         mixture, mix_rate = audio.load_audio(args.mixture, "mixture")
         reference, ref_rate = (audio.load_audio(args.reference, "reference")
@@ -300,63 +475,83 @@ def run_single(args, extractor) -> int:
                                      sample_rate=mix_rate, reference_sample_rate=ref_rate,
                                      chunk_seconds=args.chunk_seconds)
         audio.write_audio(output, estimate, mix_rate, float_wav=args.float_wav)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         print(f"usef extract: error: {exc}", file=sys.stderr)
         return 1
+    logger.info("%s: %s (%d Hz input)", output, extractor.name, mix_rate)
     return 0
 
 
-def _check_args(args, parser: argparse.ArgumentParser) -> None:
+def _finite(value: float, option: str, minimum: float) -> None:
+    if not (math.isfinite(value) and value >= minimum):
+        raise UsageError(f"{option} must be a number >= {minimum:g}, got {value}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every problem with the command line, before anything is loaded.
+
+    Raises:
+        UsageError: the first problem found.
+    """
     if args.list_file:
         if args.mixture or args.reference or args.output or args.embedding:
-            parser.error("--list takes no positional files, -o or --embedding (use --out-dir)")
+            raise UsageError("--list takes no positional files, -o or --embedding (use --out-dir)")
         if not args.out_dir:
-            parser.error("--list needs --out-dir")
+            raise UsageError("--list needs --out-dir")
     else:
+        if args.out_dir:
+            raise UsageError("--out-dir is for --list; single-pair mode writes -o OUT.wav")
         if not args.mixture:
-            parser.error("give MIXTURE REFERENCE -o OUT.wav, or --list pairs.csv --out-dir DIR")
+            raise UsageError("give MIXTURE REFERENCE -o OUT.wav, or --list pairs.csv --out-dir DIR")
         if not args.reference and not args.embedding:
-            parser.error("give a REFERENCE file (or --embedding for embedding models)")
+            raise UsageError("give a REFERENCE file (or --embedding for embedding models)")
         if args.reference and args.embedding:
-            parser.error("give either REFERENCE or --embedding, not both")
+            raise UsageError("give either REFERENCE or --embedding, not both")
         if not args.output:
-            parser.error("single-pair mode needs -o OUT.wav")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.chunk_seconds is not None and args.chunk_seconds <= 0:
-        parser.error("--chunk-seconds must be positive")
+            raise UsageError("single-pair mode needs -o OUT.wav")
+        output = Path(args.output)
+        if output.is_dir():
+            raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'target.wav'}")
+        if output.exists() and not args.overwrite:
+            raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs must be within 1..{MAX_JOBS}, got {args.jobs}")
+    if args.chunk_seconds is not None:
+        _finite(args.chunk_seconds, "--chunk-seconds", MIN_CHUNK_SECONDS)
+    if not (math.isfinite(args.barrier_timeout) and args.barrier_timeout > 0):
+        raise UsageError(f"--barrier-timeout must be a positive number of seconds, got {args.barrier_timeout}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _device(requested: str | None, rank: int, world: int) -> str | None:
+    if requested is not None or world == 1:
+        return requested
+    import torch  # lazy: keeps --help fast
+
+    if not torch.cuda.is_available():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", rank))  # one GPU per rank of a node
+    return f"cuda:{local % torch.cuda.device_count()}"
+
+
+def _extract(args: argparse.Namespace) -> int:
+    check_args(args)
+    apply_threads(args.threads)
+    rank, world = _shard() if args.list_file else (0, 1)
+    items = []
+    if args.list_file:
+        _prepare_out_dir(Path(args.out_dir))
+        items = read_list(Path(args.list_file), Path(args.out_dir))  # a bad CSV stops us before any model loads
+    models = ModelsByRate(args.model, _device(args.device, rank, world))
+    if args.model != "default":
+        models(None)  # a bad name or folder is a usage error before any item runs
+    if args.list_file:
+        return run_list(args, items, models, rank, world)
+    return run_single(args, models)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``usef extract``; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(args, parser)
-
-    def make_extractor(rank: int = 0, world: int = 1, first_mixture: str | None = None):
-        import torch
-
-        from usef.api import load_model
-
-        # the default model depends on the input rate
-        rate = rate_of(first_mixture) if args.model == "default" and first_mixture else None
-
-        device = args.device
-        if device is None and world > 1 and torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", rank))
-            device = f"cuda:{local % torch.cuda.device_count()}"
-        try:
-            return load_model(args.model, device=device, sample_rate=rate)
-        except (ValueError, OSError) as exc:
-            raise UsageError(str(exc)) from None
-
-    try:
-        if args.list_file:
-            return run_list(args, make_extractor)
-        return run_single(args, make_extractor(0, 1, args.mixture))
-    except UsageError as exc:
-        print(f"usef extract: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv, _extract)
 
 
 if __name__ == "__main__":

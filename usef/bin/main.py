@@ -30,8 +30,9 @@ commands:
 
 Run 'usef <command> --help' for the options of one command.
 
-example:
-  usef extract mixture.wav enrolment.wav -o target.wav --model exp/usef/best
+examples:
+  usef demo -o estimate.wav
+  usef extract mixture.wav enrolment.wav -o target.wav --model usef-conformer-8k
 """
 
 

@@ -16,8 +16,8 @@ from usef.bin import HelpFormatter, ItemProgress, UsageError, run_command
 
 EPILOG = """\
 example:
-  usef eval --list eval.csv --out-dir exp/eval_usef --model exp/usef/best
-  usef eval --list eval.csv --out-dir exp/eval_film --model exp/film/best
+  usef eval --list eval.csv --out-dir exp/eval_usef --model usef-conformer-8k
+  usef eval --list eval.csv --out-dir exp/eval_film --model embedding-conformer-8k
   usef report exp/eval_usef exp/eval_film --out exp/report --worst 50
   # -> open exp/report/index.html in a browser (no server needed)
 

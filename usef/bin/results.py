@@ -1,6 +1,6 @@
-"""``python -m usef.bin.results SUMMARY.json --out RESULTS.md``: a Markdown table of a ``usef eval`` summary.
+"""``usef results SUMMARY.json --out RESULTS.md``: a Markdown table of a ``usef eval`` summary.
 
-Used by the recipes' last stage.
+Used by the recipes' last stage. Exit codes: 0 written, 2 unreadable summary or unwritable output.
 """
 
 from __future__ import annotations
@@ -12,9 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from usef.bin import HelpFormatter, UsageError, run_command
+
 METRICS = ("si_sdr_imp", "sdr_imp", "si_sdr", "sdr", "pesq", "stoi")
+DESCRIPTION = """\
+Write a Markdown table (mean, 95 % CI, median, n per metric; failure and confusion
+rates) of the summary.json that usef eval writes. Used by the recipes' last stage.
+"""
 EPILOG = """example:
-  python -m usef.bin.results exp/x/eval_test/summary.json --out exp/x/RESULTS.md --title "Libri2Mix test"
+  usef results exp/x/eval_test/summary.json --out exp/x/RESULTS.md --title "Libri2Mix test"
 """
 
 
@@ -42,26 +48,36 @@ def results_markdown(summary: dict, title: str, model: str = "") -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="usef results", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="usef results", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     parser.add_argument("summary", type=Path, help="summary.json written by usef eval")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
-    parser.add_argument("--title", default="Results")
-    parser.add_argument("--model", default="", help="model name or directory to show")
+    parser.add_argument("--title", default="Results", help="heading of the table")
+    parser.add_argument("--model", default=None, help="model name or directory to show")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _results(args: argparse.Namespace) -> int:
     try:
         summary = json.loads(args.summary.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        print(f"usef results: cannot read {args.summary}: {error}", file=sys.stderr)
-        return 2
-    text = results_markdown(summary, args.title, args.model)
-    args.out.write_text(text, encoding="utf-8")
+        raise UsageError(f"cannot read {args.summary}: {error}") from error
+    if not isinstance(summary, dict) or not isinstance(summary.get("metrics", {}), dict):
+        raise UsageError(f"{args.summary}: not a summary.json of usef eval")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give a file name such as {args.out / 'RESULTS.md'}")
+    text = results_markdown(summary, args.title, args.model or "")
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise UsageError(f"cannot write {args.out}: {error}") from error
     print(text)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``usef results``; returns the exit code."""
+    return run_command(build_parser(), argv, _results)
 
 
 if __name__ == "__main__":

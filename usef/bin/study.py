@@ -23,6 +23,8 @@ from usef.bin import (
     HelpFormatter,
     ItemProgress,
     UsageError,
+    add_threads_option,
+    apply_threads,
     load_model_or_usage_error,
     run_command,
 )
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the crop starts in the reference")
     add("--device", default="cpu", help="torch device")
     add("--limit", type=int, default=None, help="use only the first N items of the list")
+    add_threads_option(ref)
     return parser
 
 
@@ -120,6 +123,9 @@ def _reference_length(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"--lengths must be positive seconds, got {bad}")
     if len(set(args.lengths)) != len(args.lengths):
         raise UsageError(f"--lengths has duplicates: {args.lengths}")
+    if args.seed < 0:  # numpy's generators take non-negative seeds only
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    apply_threads(args.threads)
     items = read_eval_list(args.list)
     if not items:
         raise UsageError(f"{args.list}: the evaluation list is empty")

@@ -1,4 +1,4 @@
-"""``usef train`` / ``python -m usef.bin.train``: train a model from one YAML config.
+"""``usef train``: train a model from one YAML config.
 
 Exit codes: 0 finished (max_steps reached or the max_minutes budget used up, with a
 checkpoint saved), 2 usage or configuration error.
@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from usef.bin import UsageError, add_threads_option, apply_threads
+
 EPILOG = """\
 examples:
-  python -m usef.bin.train egs/libri2mix/conf/usef_conformer.yaml --exp-dir exp/usef_conformer
-  python -m usef.bin.train conf.yaml train.lr=3e-4 train.max_steps=20000 --resume
+  usef train egs/libri2mix/conf/usef_conformer.yaml --exp-dir exp/usef_conformer
+  usef train conf.yaml train.lr=3e-4 train.max_steps=20000 --resume
+  # torchrun starts a module, not the usef console script:
   torchrun --nproc_per_node=4 -m usef.bin.train conf.yaml --exp-dir exp/x --resume
 
 overrides are dotted keys parsed as YAML: train.lr=3e-4  data.mix.sir_range=[-5,5]
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--write-dev-set", type=Path, default=None, metavar="DIR",
                         help="only write the fixed dev examples (dev.n_items, dev.seed) as WAVs + DIR/eval.csv "
                         "for `usef eval --list`, then exit")
+    add_threads_option(parser)  # overrides train.threads of the config
     return parser
 
 
@@ -93,10 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
+        apply_threads(args.threads)
         config = load_config(args.config, args.overrides)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, UsageError) as error:
         print(f"usef train: error: {error}", file=sys.stderr)
         return 2
+    if args.threads is not None:  # the trainer sets torch's threads from the config: the flag wins
+        if not isinstance(config.get("train"), dict):
+            config["train"] = {}
+        config["train"]["threads"] = args.threads
     exp_dir = args.exp_dir or Path(config.pop("exp_dir", None) or Path("exp") / args.config.stem)
     config.pop("exp_dir", None)
     if args.prepare:

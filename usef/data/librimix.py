@@ -13,8 +13,12 @@ with ``_``; the speaker id is the first field of each. References:
 * training (no enrollment list): a random other utterance of the target speaker
   (any source utterance of that speaker in the split except the mixture's own),
   drawn afresh from ``default_rng([seed, epoch, index])``;
-* dev/test: a seeded enrollment list ``mixture_ID,target_index,reference_path`` is
-  written once to a CSV and reused on every later run (WeSep/SpeakerBeam practice).
+* dev/test: a fixed enrollment list, read when it exists: either usef's own CSV
+  ``mixture_ID,target_index,reference_path`` (made with a seed and written once, then
+  reused on every later run) or SpeakerBeam's ``map_mixture2enrollment`` as published
+  (lines ``mixture_ID target_utterance_ID sK/<mixture_ID>``; the enrollment is source
+  ``K`` of the named mixture of the same split). The format is detected from the file;
+  published Libri2Mix TSE results (SpeakerBeam, WeSep, ESPnet) use SpeakerBeam's lists.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +43,14 @@ PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias: keep Python 3.
 SPLITS = ("train-100", "train-360", "dev", "test")
 MIXTURE_TYPES = ("mix_clean", "mix_both", "mix_single")
 
+ENROLLMENT_FORMATS = ("usef", "speakerbeam")
+
 __all__ = [
+    "ENROLLMENT_FORMATS",
     "Enrollment",
     "Libri2MixTSE",
     "LibriMixRow",
+    "enrollment_list_format",
     "make_enrollment_list",
     "metadata_path",
     "read_enrollment_list",
@@ -63,6 +72,15 @@ class LibriMixRow:
     @property
     def speakers(self) -> tuple[str, ...]:
         return tuple(u.split("-", 1)[0] for u in self.utterances)
+
+    def all_paths(self) -> tuple[Path, ...]:
+        """Every audio file the row needs: mixture, sources and, for noisy types, the noise.
+
+        Data checks must use this rather than ``sources`` alone: a missing noise file
+        otherwise surfaces only when training first decodes that row.
+        """
+        noise = (self.noise_path,) if self.noise_path is not None else ()
+        return (self.mixture_path, *self.sources, *noise)
 
 
 @dataclass(frozen=True)
@@ -177,13 +195,121 @@ def write_enrollment_list(path: PathLike, entries: Sequence[Enrollment], root: P
             writer.writerow((e.mixture_id, e.target_index, ref.as_posix()))
 
 
-def read_enrollment_list(path: PathLike) -> list[Enrollment]:
+def enrollment_list_format(path: PathLike) -> str:
+    """``"usef"`` or ``"speakerbeam"``: which enrollment list format the file at ``path`` holds.
+
+    usef's list is a CSV (header ``mixture_ID,target_index,reference_path``); SpeakerBeam's
+    ``map_mixture2enrollment`` has no header and three whitespace-separated fields per
+    line. Any comma-separated file counts as usef's, so a CSV with other columns gets
+    :func:`read_enrollment_list`'s error naming the missing ones. Raises ValueError for
+    anything else (naming both formats).
+    """
+    with open(path, encoding="utf-8") as f:
+        first = next((line.strip() for line in f if line.strip()), "")
+    if "," in first:
+        return "usef"
+    if len(first.split()) == 3:
+        return "speakerbeam"
+    raise ValueError(
+        f"enrollment list {path} is neither usef's CSV (header mixture_ID,target_index,reference_path) "
+        f"nor SpeakerBeam's map_mixture2enrollment (lines 'mixture_ID target_utterance_ID sK/<mixture_ID>'); "
+        f"its first line is {first[:120]!r}"
+    )
+
+
+def read_enrollment_list(path: PathLike, rows: Sequence[LibriMixRow] | None = None) -> list[Enrollment]:
+    """Read an enrollment list in either format of :func:`enrollment_list_format`.
+
+    usef CSV entries keep ``reference_path`` as stored (relative to the LibriMix root or
+    absolute). SpeakerBeam's ids name sources of other mixtures, which only the metadata
+    can turn into files, so that format needs ``rows`` (from :func:`read_metadata`) and
+    yields absolute paths; see :func:`_speakerbeam_entries` for how ids are resolved.
+    """
+    if enrollment_list_format(path) == "speakerbeam":
+        if rows is None:
+            raise ValueError(
+                f"{path} is SpeakerBeam's map_mixture2enrollment format: its enrollment ids "
+                "(sK/<mixture_ID>) resolve to files only through the LibriMix metadata; pass rows="
+            )
+        return _speakerbeam_entries(Path(path), rows)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"mixture_ID", "target_index", "reference_path"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"path {path} lacks columns {sorted(missing)}")
         return [Enrollment(r["mixture_ID"], int(r["target_index"]), r["reference_path"]) for r in reader]
+
+
+_SOURCE_ID = re.compile(r"^s(\d+)/(\S+)$")
+
+
+def _speakerbeam_entries(path: Path, rows: Sequence[LibriMixRow]) -> list[Enrollment]:
+    """Parse ``mixture_ID target_utterance_ID enrollment_ID`` lines against ``rows``.
+
+    ``enrollment_ID`` ``sK/<mixture_ID>`` is source ``K`` of that mixture: taken from
+    ``rows`` when the mixture is listed there, else ``<split folder>/sK/<mixture_ID>.wav``
+    beside the listed sources (metadata restricted to part of a split). A bare LibriSpeech
+    utterance id is accepted when some listed mixture holds it as a source. Anything else
+    is an error: this reader has no LibriSpeech root to look utterances up in.
+    """
+    by_id = {row.mixture_id: row for row in rows}
+    utterance_files: dict[str, Path] = {}
+    for row in rows:
+        for utt, source in zip(row.utterances, row.sources):
+            utterance_files.setdefault(utt, source)
+    # LibriMix keeps sources in <split>/s1, <split>/s2, ...: their parents are the split folders
+    split_dirs = sorted({source.parent.parent for row in rows for source in row.sources})
+    entries: list[Enrollment] = []
+    unresolved: list[str] = []
+    skipped = 0
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                raise ValueError(f"{path}:{number}: expected 'mixture_ID target_utterance_ID enrollment_ID', "
+                                 f"got {line.strip()!r}")
+            mixture_id, utterance, enrollment_id = fields
+            if mixture_id not in by_id:
+                skipped += 1  # a mixture outside this metadata: its enrollment is not needed
+                continue
+            utterances = mixture_id.split("_")
+            if utterance not in utterances:
+                raise ValueError(f"{path}:{number}: target utterance {utterance} is not part of mixture "
+                                 f"{mixture_id}")
+            reference = _speakerbeam_reference(enrollment_id, by_id, utterance_files, split_dirs)
+            if reference is None:
+                unresolved.append(f"{enrollment_id} (line {number}, mixture {mixture_id}, target {utterance})")
+                continue
+            entries.append(Enrollment(mixture_id, utterances.index(utterance), str(reference)))
+    if skipped and not entries and not unresolved:
+        raise ValueError(f"{path}: none of its {skipped} lines names a mixture of the metadata (e.g. "
+                         f"{rows[0].mixture_id}); is the list for this split (dev vs test)?")
+    if unresolved:
+        looked = ", ".join(str(d / "sK") for d in split_dirs) or "no split folder (empty metadata)"
+        raise ValueError(
+            f"{path}: {len(unresolved)} enrollment ids match no file, e.g. {unresolved[0]}: the id is neither a "
+            f"source of a mixture in the metadata nor a file under {looked}; is the list for this split "
+            "(dev vs test) and this number of speakers?"
+        )
+    return entries
+
+
+def _speakerbeam_reference(enrollment_id: str, by_id: dict[str, LibriMixRow], utterance_files: dict[str, Path],
+                           split_dirs: Sequence[Path]) -> Path | None:
+    match = _SOURCE_ID.match(enrollment_id)
+    if match is None:
+        return utterance_files.get(enrollment_id)
+    k, mixture_id = int(match.group(1)), match.group(2)
+    row = by_id.get(mixture_id)
+    if row is not None and 1 <= k <= len(row.sources):
+        return row.sources[k - 1]
+    for split_dir in split_dirs:
+        candidate = split_dir / f"s{k}" / f"{mixture_id}.wav"
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 class Libri2MixTSE(Dataset):
@@ -196,8 +322,12 @@ class Libri2MixTSE(Dataset):
     and ``speaker_index`` (position in the split's sorted speaker list) int.
     ``segment_seconds`` crops a random window (training; zero-padded if shorter),
     ``None`` keeps whole utterances (evaluation). ``reference_seconds`` likewise
-    crops references. Pass ``enrollment`` (a CSV path) for fixed dev/test references:
-    the list is read if the file exists, else made with ``seed`` and written there.
+    crops references. Pass ``enrollment`` (a list path) for fixed dev/test references:
+    the list is read if the file exists (usef's CSV or SpeakerBeam's
+    ``map_mixture2enrollment``, detected), else made with ``seed`` and written there.
+    ``enrollment_source`` says which references are used, for summaries: ``"speakerbeam"``,
+    ``"usef"`` (a seeded usef list) or ``"random"`` (a fresh draw per epoch, training);
+    ``enrollment_path`` is the list's path or None.
     """
 
     def __init__(self, root: PathLike, split: str = "dev", sample_rate: int = 8000, mode: str = "min",
@@ -217,18 +347,25 @@ class Libri2MixTSE(Dataset):
         self.segment_seconds, self.reference_seconds = segment_seconds, reference_seconds
         self.seed, self.epoch = int(seed), int(epoch)
         self._pool = _utterance_pool(self.rows)
+        self.metadata = Path(csv_path)
         self._enrollment: dict[tuple[str, int], Path] | None = None
+        self.enrollment_source = "random"
+        self.enrollment_path: Path | None = None
         if enrollment is not None:
-            self._enrollment = self._load_enrollment(Path(enrollment))
+            self.enrollment_path = Path(enrollment)
+            self._enrollment = self._load_enrollment(self.enrollment_path)
 
     def _load_enrollment(self, path: Path) -> dict[tuple[str, int], Path]:
         if path.exists():
-            entries = read_enrollment_list(path)
+            self.enrollment_source = enrollment_list_format(path)
+            entries = read_enrollment_list(path, rows=self.rows)
         else:
+            self.enrollment_source = "usef"
             entries = make_enrollment_list(self.rows, self.seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_enrollment_list(path, entries, self.root)
             logger.info("wrote enrollment list %s (%d entries)", path, len(entries))
+        logger.info("enrollment: %s list %s", self.enrollment_source, path)
         table = {(e.mixture_id, e.target_index): _resolve(e.reference_path, self.root) for e in entries}
         missing = [(r.mixture_id, k) for r in self.rows for k in range(self.n_src) if (r.mixture_id, k) not in table]
         if missing:
@@ -237,6 +374,24 @@ class Libri2MixTSE(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def missing_files(self) -> list[Path]:
+        """Listed files that do not exist: every row's :meth:`LibriMixRow.all_paths` (noise
+        included) and the fixed enrollment references, in listing order without repeats."""
+        paths = [p for row in self.rows for p in row.all_paths()]
+        if self._enrollment is not None:
+            paths += list(self._enrollment.values())
+        return [p for p in dict.fromkeys(paths) if not p.exists()]
+
+    def _load(self, path: Path, role: str, row: LibriMixRow) -> np.ndarray:
+        try:
+            return load_audio(path, self.sample_rate)
+        except (OSError, RuntimeError) as exc:  # soundfile's errors are RuntimeError subclasses
+            if not path.exists():
+                # name the role and the metadata: a bare decoder error does not say which list is stale
+                raise FileNotFoundError(f"{role} file of mixture {row.mixture_id} listed in {self.metadata} "
+                                        f"does not exist: {path}") from exc
+            raise
 
     def __len__(self) -> int:
         return len(self.rows) * self.n_src
@@ -259,15 +414,16 @@ class Libri2MixTSE(Dataset):
             ref_path = self._enrollment[(row.mixture_id, k)]
         else:
             ref_path = _other_utterance(self._pool, row.utterances[k], rng)
-        sources = [load_audio(p, self.sample_rate) for p in row.sources]
-        mixture = load_audio(row.mixture_path, self.sample_rate)
+        sources = [self._load(p, f"source {j + 1}", row) for j, p in enumerate(row.sources)]
+        mixture = self._load(row.mixture_path, "mixture", row)
         length = min([len(mixture)] + [len(s) for s in sources])  # guard against off-by-one files
-        noise = load_audio(row.noise_path, self.sample_rate) if row.noise_path else np.zeros(length, np.float32)
+        noise = self._load(row.noise_path, "noise", row) if row.noise_path else np.zeros(length, np.float32)
         arrays = [a[:length] for a in [mixture, noise] + sources]
         interferer = sum((s for j, s in enumerate(arrays[2:]) if j != k), np.zeros(length, np.float32))
         mixture, noise, target, interferer = self._crop(arrays[:2] + [arrays[2 + k], interferer],
                                                         self.segment_seconds, rng)
-        reference = self._crop([load_audio(ref_path, self.sample_rate)], self.reference_seconds, rng, pad=False)[0]
+        reference = self._crop([self._load(ref_path, f"enrollment of target {k + 1}", row)],
+                               self.reference_seconds, rng, pad=False)[0]
         speaker = row.speakers[k]
         return {
             "mixture": mixture.astype(np.float32), "target": target.astype(np.float32),

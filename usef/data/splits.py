@@ -13,15 +13,9 @@ import os
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    Union,
-)
+from typing import Any, Protocol, Union
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from usef.data.dynamic_mix import DynamicMixDataset
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +115,22 @@ def write_speaker_list(path: PathLike, speakers: Iterable[str]) -> None:
     Path(path).write_text("".join(f"{s}\n" for s in speakers), encoding="utf-8")
 
 
-def make_fixed_examples(dataset: DynamicMixDataset, n: int, seed: int) -> list[dict]:
+class SeededExamples(Protocol):
+    """What :func:`make_fixed_examples` needs of a dataset (e.g.
+    :class:`usef.data.dynamic_mix.DynamicMixDataset`). Described here rather than imported:
+    dynamic_mix imports this module, so importing it back would be a cycle."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict: ...
+
+    def with_config(self, **changes: Any) -> SeededExamples: ...
+
+
+def make_fixed_examples(dataset: SeededExamples, n: int, seed: int) -> list[dict]:
     """``n`` examples from ``dataset``'s corpora and recipe under ``seed`` (rank 0, epoch 0):
-    a fixed dev set that is the same on every run."""
+    a fixed dev set that is the same on every run. ``dataset`` is typically a
+    :class:`~usef.data.dynamic_mix.DynamicMixDataset`."""
     if not 0 < n <= len(dataset):
         raise ValueError(f"n must be in [1, {len(dataset)}], got {n}")
     fixed = dataset.with_config(seed=int(seed), rank=0, epoch=0)

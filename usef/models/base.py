@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usef.checkpoint_io import save_pretrained as _save_pretrained
 from usef.modules.conformer import ConformerSeparator
 from usef.modules.encoder import FeatureEncoder, valid_mask
 from usef.modules.stft import STFTCodec
@@ -163,10 +164,8 @@ class TargetSpeakerExtractor(nn.Module):
         return widened
 
     def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
-        """Write ``model.safetensors`` + ``config.yaml`` into ``directory`` (see :mod:`usef.checkpoint`)."""
-        from usef.checkpoint import save_pretrained  # lazy: checkpoint builds models
-
-        return save_pretrained(self, directory, extra)
+        """Write ``model.safetensors`` + ``config.yaml`` into ``directory`` (see :mod:`usef.checkpoint_io`)."""
+        return _save_pretrained(self, directory, extra)
 
     # -- the fixed stages -------------------------------------------------------------------
     def encode(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):

@@ -46,20 +46,35 @@ METRIC = "si_sdr_imp"
 SOURCE_ROLES = ("mixture", "reference", "target")
 THUMB_WIDTH, THUMB_HEIGHT = 200, 80
 
+# Layout: the items table has a fixed layout over the full page width, numeric columns
+# of fixed width and the audio columns sharing the rest, so two systems fit a 1280 px
+# window with players and thumbnails shrunk to their column. With more systems the
+# table's min-width (set per page) keeps the players usable and the table scrolls inside
+# its own box (both ways, so the sticky header still works), never the page.
+# Model names stay on one line, cut with an ellipsis; the full name is the title.
 _CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222}
+body{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#222}
 h1{font-size:1.4em}table{border-collapse:collapse}
 th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top}
 th{background:#f2f2f2;position:sticky;top:0;z-index:1}
 th[data-type]{cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.clip img{display:block;width:200px;height:80px;background:#000}
-td.clip audio{width:200px;height:32px}
+.nw{white-space:nowrap}.name{display:block;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+#summary .name{max-width:22em}#summary td.dir{overflow-wrap:anywhere;font-size:.9em}
+.scroll{overflow:auto;max-height:calc(100vh - 2em);max-width:100%}
+#items{table-layout:fixed;width:100%}
+#items td,#items th{overflow:hidden}
+#items td.id{overflow-wrap:anywhere;font-size:.85em}
+td.clip img{display:block;width:100%;max-width:200px;height:auto;background:#000}
+td.clip audio{display:block;width:100%;max-width:200px;height:32px}
 .note{background:#fff7d6;border:1px solid #e6d48a;padding:6px 10px;margin:8px 0}
 .err{color:#b00020}.badge{background:#b00020;color:#fff;border-radius:3px;padding:0 3px;font-size:.8em}
+td.clip.err{overflow-wrap:anywhere}td.num .badge{display:table;margin:2px 0 0 auto}
 .muted{color:#777}
 """
+# column widths of the items table (em); audio columns take what is left, at least CLIP_MIN_EM
+INDEX_EM, ID_EM, NUMBER_EM, CLIP_MIN_EM = 2.5, 8.0, 6.0, 10.0
 
 _HINT = ('<p class="muted">Click a metric header to sort; click again to reverse. '
          "Spectrograms: log magnitude, 80 dB range, each scaled to its own peak.</p>")
@@ -107,6 +122,11 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100.0 * value:.1f} %"
+
+
+def _name(name: str) -> str:
+    """A model name on one line, cut with an ellipsis when too long, the full name on hover."""
+    return f'<span class="name" title="{_esc(name)}">{_esc(name)}</span>'
 
 
 def _display_names(systems: Sequence[dict[str, Any]]) -> list[str]:
@@ -169,13 +189,23 @@ def _source_items(
         recorded = (summary.get("data") or {}).get("list") if isinstance(summary, dict) else None
         if not recorded:
             continue
-        if Path(recorded).is_file():
-            return {item["id"]: item for item in read_eval_list(recorded)}, None
-        # usef eval records the path as typed, relative to the folder it ran in
-        return None, (f"the item list {recorded} recorded in {summary_path} was not found from "
-                      "here; mixture, reference and target audio are omitted (pass --list).")
+        found = _recorded_list(str(recorded), summary_path.parent)
+        if found is not None:
+            return {item["id"]: item for item in read_eval_list(found)}, None
+        return None, (f"the item list {recorded} recorded in {summary_path} was not found (neither as "
+                      "given nor next to the summary); mixture, reference and target audio are omitted "
+                      "(pass --list).")
     return None, ("no item list is recorded in the eval folders' summary.json; mixture, "
                   "reference and target audio are omitted (pass --list eval.csv).")
+
+
+def _recorded_list(recorded: str, summary_dir: Path) -> Path | None:
+    """The item list a summary.json names: an absolute path as is; a relative one first
+    against the summary's folder (independent of where the report is built), then against
+    the current folder (older ``usef eval`` recorded the path as typed where it ran)."""
+    path = Path(recorded)
+    candidates = [path] if path.is_absolute() else [summary_dir / path, path]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _copy_clip(src: Path, wav_dst: Path, png_dst: Path | None) -> None:
@@ -246,13 +276,13 @@ def _summary_table(summaries: Sequence[dict[str, Any]], names: Sequence[str],
         ci = f"[{_fmt(low)}, {_fmt(high)}]" if math.isfinite(low) else "–"
         failed = f" ({summary['n_failed_items']} failed)" if summary["n_failed_items"] else ""
         rows.append(
-            f"<tr><td>{_esc(name)}</td><td>{_esc(system['dir'])}</td>"
+            f'<tr><td>{_name(name)}</td><td class="dir">{_esc(system["dir"])}</td>'
             f'<td class="num">{_fmt(summary["mean"])}</td><td class="num">{ci}</td>'
             f'<td class="num">{_pct(summary["failure_rate"])}</td>'
             f'<td class="num">{_pct(summary["confusion_rate"])}</td>'
             f'<td class="num">{summary["n"]} / {summary["n_items"]}{failed}</td></tr>'
         )
-    return ("<table><thead><tr><th>system</th><th>eval folder</th><th>mean SI-SDRi (dB)</th>"
+    return ('<table id="summary"><thead><tr><th>system</th><th>eval folder</th><th>mean SI-SDRi (dB)</th>'
             "<th>95% CI</th><th>failure rate<br>(SI-SDRi &lt; 0)</th><th>confusion rate</th>"
             "<th>n scored / items</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
@@ -276,8 +306,10 @@ def build_report(
             system, lowest first (items it failed on are not ranked).
         title: page title (default ``"usef listening report"``).
         eval_list: evaluation list CSV giving each item's mixture, reference and
-            target; default: the list recorded in summary.json (``data.list``).
-            Without one those players are left out and the page says so.
+            target; default: the list recorded in summary.json (``data.list``),
+            absolute or relative to that summary's folder (or, for older
+            summaries, to the current folder). Without one those players are
+            left out and the page says so.
         progress: called as ``progress(done, total)`` after each item row.
 
     Returns:
@@ -326,16 +358,23 @@ def build_report(
 
     head = ['<th data-type="num" aria-sort="none" tabindex="0">#</th>',
             '<th data-type="text" aria-sort="none" tabindex="0">id</th>',
-            '<th data-type="num" aria-sort="none" tabindex="0">input SI-SDR</th>']
+            '<th data-type="num" aria-sort="none" tabindex="0">input <span class="nw">SI-SDR</span></th>']
     for k, name in enumerate(names):
         state = "ascending" if worst is not None and k == 0 else "none"
-        head.append(f'<th data-type="num" aria-sort="{state}" tabindex="0">SI-SDRi<br>{_esc(name)}</th>')
+        head.append(f'<th data-type="num" aria-sort="{state}" tabindex="0">'
+                    f'<span class="nw">SI-SDRi</span>{_name(name)}</th>')
     if len(systems) > 1:
-        head.append(f'<th data-type="num" aria-sort="none" tabindex="0">Δ SI-SDRi<br>'
-                    f'{_esc(names[0])} − {_esc(names[1])}</th>')
+        head.append(f'<th data-type="num" aria-sort="none" tabindex="0">Δ <span class="nw">SI-SDRi</span>'
+                    f'{_name(names[0])}{_name("− " + names[1])}</th>')
     head += ["<th>mixture</th>", "<th>reference</th>"]
-    head += [f"<th>estimate<br>{_esc(name)}</th>" for name in names]
+    head += [f"<th>estimate{_name(name)}</th>" for name in names]
     head.append("<th>target</th>")
+    n_numbers = 1 + len(systems) + (len(systems) > 1)
+    n_clips = len(SOURCE_ROLES) + len(systems)
+    columns = [INDEX_EM, ID_EM] + [NUMBER_EM] * n_numbers
+    colgroup = "<colgroup>" + "".join(f'<col style="width:{w:g}em">' for w in columns) + \
+        "<col>" * n_clips + "</colgroup>"
+    min_width = sum(columns) + CLIP_MIN_EM * n_clips
 
     body = []
     for done, item_id in enumerate(shown, start=1):
@@ -348,7 +387,7 @@ def build_report(
             for role in SOURCE_ROLES
         }
         number = position[item_id] + 1
-        cells = [f'<td class="num" data-v="{number}">{number}</td>', f"<td>{_esc(item_id)}</td>",
+        cells = [f'<td class="num" data-v="{number}">{number}</td>', f'<td class="id">{_esc(item_id)}</td>',
                  _num_cell(first_rows[item_id].get("input_si_sdr"))]
         imps = []
         for system in systems:
@@ -387,8 +426,9 @@ def build_report(
         _summary_table(summaries, names, systems), histogram,
         *[f'<p class="note">{_esc(note)}</p>' for note in notes],
         _HINT,
-        '<table id="items"><thead><tr>' + "".join(head) + "</tr></thead><tbody>",
-        *body, "</tbody></table>", f"<script>{_JS}</script>", "</body></html>", "",
+        f'<div class="scroll"><table id="items" style="min-width:{min_width:g}em">{colgroup}<thead><tr>'
+        + "".join(head) + "</tr></thead><tbody>",
+        *body, "</tbody></table></div>", f"<script>{_JS}</script>", "</body></html>", "",
     ])
     index = out / "index.html"
     tmp = out / ".index.html.tmp"

@@ -233,7 +233,8 @@ def describe_data(data: Data, touch: bool = True) -> dict[str, Any]:
     out["dev_items"] = len(data.dev.indices) if data.dev is not None else 0
     if isinstance(dev_set, Libri2MixTSE):
         listed += dev_set.rows
-    missing = [str(p) for row in listed for p in (row.mixture_path, *row.sources) if not p.exists()]
+        out["dev_enrollment"] = dev_set.enrollment_source
+    missing = [str(p) for row in listed for p in row.all_paths() if not p.exists()]
     out["missing_files"] = len(missing)
     out["missing_examples"] = missing[:5]
     if touch and not missing:

@@ -22,10 +22,12 @@ import csv
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -212,9 +214,22 @@ def load_train_state(checkpoint: Path, map_location: Any = "cpu") -> dict[str, A
     path = Path(checkpoint) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint} has no {STATE_FILE}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    # what to do is the same for every way the file can be bad, so every message says it
+    remedy = (f"move the checkpoint folder {checkpoint} aside to resume from the one before it, "
+              f"or start without --resume")
+    try:
+        # weights_only: a tampered file can at most fail to load, never run code
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+            KeyError, IndexError, zipfile.BadZipFile, UnicodeDecodeError, OSError) as error:
+        # only the type: torch's own text suggests weights_only=False, the one thing not to do
+        raise ValueError(f"{path}: corrupt or not a training state written by usef train "
+                         f"({type(error).__name__}); {remedy}") from error
+    if not isinstance(state, dict):  # a bad file, not a bad argument: the same ValueError as above
+        raise ValueError(  # noqa: TRY004
+            f"{path}: expected a training-state mapping, found {type(state).__name__}; {remedy}")
     if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: unsupported train-state version {state.get('version')!r}")
+        raise ValueError(f"{path}: unsupported train-state version {state.get('version')!r}; {remedy}")
     return state
 
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Where a training step's time goes: data, forward, backward, optimiser (numbers, not tests).
+
+Builds the dataset and model of a training YAML, then times ``--steps`` steps (after
+``--warmup`` untimed ones) in the trainer's order, each phase measured separately:
+
+- data: drawing and collating one batch of dynamic mixtures (in the main process: what a
+  data worker would have to keep up with),
+- forward (under bf16 autocast when ``--bf16``), loss, backward, clip + AdamW step.
+
+Prints seconds per phase, seconds per step and mixtures per CPU-second
+(``batch / (step time x threads)``). Compare variants side by side in one run:
+
+    python tools/profile_train_step.py egs/speakers/conf/cpu_usef_conformer_8k_hard.yaml \\
+        --threads 1 --variants fp32 bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from usef.data import collate_examples
+from usef.models import build_model, model_arguments
+from usef.train import losses
+from usef.train.config import load_config, resolve_config
+from usef.train.data import build_data
+
+
+def _profile(cfg: dict, bf16: bool, steps: int, warmup: int, batch_size: int) -> dict:
+    t = cfg["train"]
+    args = model_arguments(cfg["model"]["name"], **cfg["model"]["args"])
+    data = build_data({**cfg, "dev": {**cfg["dev"], "n_items": 0}}, int(args["sample_rate"]), 0, ROOT / "exp")
+    torch.manual_seed(0)
+    model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
+    loss_fn = getattr(losses, t["loss"])
+    phases = {"data": [], "forward": [], "backward": [], "optimizer": []}
+    for step in range(warmup + steps):
+        tic = time.perf_counter()
+        batch = collate_examples([data.train[step * batch_size + j] for j in range(batch_size)])
+        t_data = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            estimate = model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
+        loss = loss_fn(estimate.float(), batch["target"], batch.get("lengths"))
+        t_forward = time.perf_counter()
+        loss.backward()
+        t_backward = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"] or math.inf))
+        optimizer.step()
+        t_opt = time.perf_counter()
+        if step >= warmup:
+            for name, (a, b) in {"data": (tic, t_data), "forward": (t_data, t_forward),
+                                 "backward": (t_forward, t_backward), "optimizer": (t_backward, t_opt)}.items():
+                phases[name].append(b - a)
+    out = {name: statistics.median(v) for name, v in phases.items()}
+    out["step"] = sum(out.values())
+    out["step_without_data"] = out["step"] - out["data"]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = resolve_config(load_config(args.config))
+    batch = args.batch_size or int(cfg["train"]["batch_size"])
+    results = {}
+    for variant in args.variants:
+        r = _profile(cfg, variant == "bf16", args.steps, args.warmup, batch)
+        r["mixtures_per_cpu_second"] = batch / (r["step"] * args.threads)
+        r["mixtures_per_cpu_second_data_overlapped"] = batch / (r["step_without_data"] * args.threads)
+        results[variant] = r
+        print(f"{variant:5s} threads={args.threads} batch={batch}x{cfg['train']['segment_seconds']}s  "
+              + "  ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "batch": batch, "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
