@@ -314,3 +314,15 @@ def test_cli_chunk_floor_is_the_apis():
     from usef.bin import extract
 
     assert extract.MIN_CHUNK_SECONDS == api.MIN_CHUNK_SECONDS
+
+
+def test_chunk_progress_counts_up_to_the_total(capsys):
+    # an hour-long single file ran 3.5 minutes with no sign of life
+    from usef.bin.extract import ChunkProgress
+
+    bar = ChunkProgress(disable=False)
+    for done in (2, 4, 5):
+        bar(done, 5)
+    assert bar.bar.n == 5 and bar.bar.total == 5
+    bar.close()
+    ChunkProgress().close()  # a short file: no bar was made

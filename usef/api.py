@@ -41,7 +41,11 @@ __all__ = ["Extractor", "extract", "list_models", "load_model"]
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_OVERLAP = 0.25
 DEFAULT_MAX_REFERENCE_SECONDS = 30.0
-DEFAULT_BATCH_SIZE = 4
+# chunks per forward pass: None = by device. On this project's CPU, 5 minutes of audio ran
+# 1.09x faster with one chunk at a time than with 4 (identical output; peak RSS 0.48 vs
+# 0.67 GB); a GPU wants the batch.
+DEFAULT_BATCH_SIZE = None
+_BATCH_SIZE_BY_DEVICE = {"cpu": 1, "cuda": 4}
 LEVELS = ("mixture", "model")
 # a chunk must hold real context for the separator (and many chunks of a long file must not
 # become millions of forward passes): below 0.5 s the call is refused
@@ -107,6 +111,11 @@ def check_chunk_seconds(chunk_seconds: Any, argument: str = "chunk_seconds") -> 
     return float(chunk_seconds)
 
 
+def _parameter_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
     starts = [0]
     while starts[-1] + chunk < total:
@@ -124,7 +133,8 @@ class Extractor:
         chunk_seconds: mixtures longer than this are processed in chunks.
         overlap: overlap of consecutive chunks as a fraction of a chunk, in [0, 0.5].
         max_reference_seconds: longer references are cropped to their most energetic window.
-        batch_size: chunks (or equal-length mixtures of a list) per forward pass.
+        batch_size: chunks (or equal-length mixtures of a list) per forward pass; default
+            1 on CPU (fastest and leanest there), 4 on CUDA.
         level: ``"mixture"`` (default): each estimate (each chunk of a long one) is scaled
             by the least-squares gain that fits it to its mixture
             (:func:`usef.audio.match_level`), i.e. to the level the target has there;
@@ -143,7 +153,7 @@ class Extractor:
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         overlap: float = DEFAULT_OVERLAP,
         max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
         embedder: Callable[[np.ndarray, int], np.ndarray] | None = None,
         level: str = "mixture",
     ) -> None:
@@ -152,6 +162,9 @@ class Extractor:
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         check_chunk_seconds(chunk_seconds)
+        if batch_size is None:
+            batch_size = _BATCH_SIZE_BY_DEVICE.get(hub.resolve_device(device).type if device is not None
+                                                   else _parameter_device(model).type, 4)
         if not (np.isfinite(max_reference_seconds) and max_reference_seconds > 0) or batch_size < 1:
             raise ValueError("max_reference_seconds and batch_size must be positive")
         if device is not None:
@@ -168,8 +181,7 @@ class Extractor:
 
     @property
     def device(self) -> torch.device:
-        param = next(self.model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
+        return _parameter_device(self.model)
 
     def __repr__(self) -> str:
         return f"Extractor(name={self.name!r}, sample_rate={self.sample_rate}, device={self.device})"

@@ -87,13 +87,34 @@ def load_audio(
     """
     path = _check_path(path, argument)
     try:
+        if mono:
+            return _read_mono(path)
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.SoundFileError) as exc:
         raise ValueError(f"{argument}: cannot read audio file {path}: {exc}") from None
-    wave = np.ascontiguousarray(data.T)  # soundfile gives (T, C)
-    if mono:
-        wave = to_mono(wave)
-    return wave, int(sample_rate)
+    return np.ascontiguousarray(data.T), int(sample_rate)  # soundfile gives (T, C)
+
+
+_READ_BLOCK = 1 << 20  # frames per block when downmixing while reading
+
+
+def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+    """Read and downmix block by block: a 1-hour 44.1 kHz stereo file then needs its mono
+    copy (0.64 GB) instead of the whole (T, C) array plus a transposed copy (2.5 GB)."""
+    with sf.SoundFile(str(path)) as handle:
+        rate, frames = int(handle.samplerate), handle.frames
+        if handle.channels == 1 or frames <= 0 or not handle.seekable():
+            data = handle.read(dtype="float32", always_2d=True)
+            return to_mono(np.ascontiguousarray(data.T)), rate
+        out = np.empty(frames, dtype=np.float32)
+        done = 0
+        while done < frames:
+            block = handle.read(min(_READ_BLOCK, frames - done), dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            out[done : done + block.shape[0]] = block.mean(axis=1, dtype=np.float32)
+            done += block.shape[0]
+        return out[:done], rate
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:
@@ -281,7 +302,7 @@ def most_energetic_window(wave: np.ndarray, rate: int, seconds: float) -> np.nda
 def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
     """Crop or zero-pad ``wave`` (T,) to exactly ``length`` samples."""
     if wave.shape[0] >= length:
-        return wave[:length]
+        return wave[:length]  # a view: no copy of an hour-long signal
     return np.pad(wave, (0, length - wave.shape[0]))
 
 

@@ -461,6 +461,25 @@ def run_list(args: argparse.Namespace, items: list[Item], models: ModelsByRate, 
     return _report_failures(out_dir, failures, others)
 
 
+class ChunkProgress:
+    """``progress(done, total)`` for :meth:`usef.Extractor.extract`: a tqdm bar of chunks,
+    created on the first call (short files, which are not chunked, show none)."""
+
+    def __init__(self, disable: bool | None = None) -> None:
+        self.bar, self.disable = None, disable
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm  # lazy: keeps --help fast
+
+            self.bar = tqdm(total=total, desc="chunks", unit="chunk", disable=self.disable, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_single(args: argparse.Namespace, models: ModelsByRate) -> int:
     """Single-pair mode; returns the exit code (0 written, 1 the inputs could not be processed)."""
     from usef import audio
@@ -471,9 +490,13 @@ def run_single(args: argparse.Namespace, models: ModelsByRate) -> int:
         mixture, mix_rate = audio.load_audio(args.mixture, "mixture")
         reference, ref_rate = (audio.load_audio(args.reference, "reference")
                                if args.reference else (None, None))
-        estimate = extractor.extract(mixture, reference, embedding=args.embedding,
-                                     sample_rate=mix_rate, reference_sample_rate=ref_rate,
-                                     chunk_seconds=args.chunk_seconds)
+        bar = ChunkProgress()  # a long file shows its chunks (hidden when stderr is not a terminal)
+        try:
+            estimate = extractor.extract(mixture, reference, embedding=args.embedding,
+                                         sample_rate=mix_rate, reference_sample_rate=ref_rate,
+                                         chunk_seconds=args.chunk_seconds, progress=bar)
+        finally:
+            bar.close()
         audio.write_audio(output, estimate, mix_rate, float_wav=args.float_wav)
     except (ValueError, OSError, ImportError) as exc:
         print(f"usef extract: error: {exc}", file=sys.stderr)
