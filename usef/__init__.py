@@ -2,9 +2,9 @@
 
 from usef._version import __version__
 
-__all__ = ["__version__", "extract", "list_models", "load_model"]
+__all__ = ["Enrollment", "__version__", "extract", "list_models", "load_model"]
 
-_API = {"extract", "load_model", "list_models", "Extractor"}
+_API = {"extract", "load_model", "list_models", "Extractor", "Enrollment"}
 
 
 def __getattr__(name: str):

@@ -33,10 +33,13 @@ import numpy as np
 import torch
 
 from usef import audio, hub
+from usef import vad as vad_module
+from usef.enrollment import Enrollment
+from usef.enrollment import build as build_enrollment
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Extractor", "extract", "list_models", "load_model"]
+__all__ = ["Enrollment", "Extractor", "extract", "list_models", "load_model"]
 
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_OVERLAP = 0.25
@@ -229,6 +232,11 @@ class Extractor:
         return x
 
     def _condition_input(self, reference: Any, embedding: Any, sample_rate: int | None):
+        if isinstance(reference, Enrollment):
+            if embedding is not None:
+                raise ValueError("reference: pass either an enrollment or embedding=, not both")
+            reference.check(self.model, self.name)
+            return reference, None
         if embedding is not None:
             if reference is not None:
                 raise ValueError("reference: pass either reference= or embedding=, not both")
@@ -259,6 +267,8 @@ class Extractor:
     # -- model calls ---------------------------------------------------------------------
     def _condition(self, refs: Sequence[np.ndarray | None], embs: Sequence[np.ndarray | None]):
         device = self.device
+        if isinstance(refs[0], Enrollment):
+            return refs[0].condition(self.model, list(refs), device)
         if embs[0] is not None:
             emb = torch.from_numpy(np.stack(embs)).to(device)
             return self.model.prepare_condition(embedding=emb)
@@ -325,6 +335,64 @@ class Extractor:
         return torch.from_numpy(np.ascontiguousarray(estimate)).to(mix.tensor_like.device, dtype)
 
     # -- public --------------------------------------------------------------------------
+    def enroll(
+        self,
+        clips: AudioInput | Sequence[AudioInput],
+        *,
+        sample_rate: int | None = None,
+        trim: bool = True,
+        vad: str = "energy",
+    ) -> Enrollment:
+        """Prepare a speaker once, from one clip or several clips of the *same* speaker.
+
+        Each clip is checked like a reference, resampled to the model's rate, trimmed of
+        silence and long pauses (``trim``, :func:`usef.vad.trim` with detector ``vad``) and
+        cropped to its most energetic ``max_reference_seconds``. USEF models then attend to the
+        frames of all clips together; embedding models use the average of the clips' vectors.
+        The result goes to :meth:`extract` in place of a reference and can be saved
+        (:meth:`Enrollment.save`) and loaded for this same model (:meth:`Enrollment.load`).
+
+        Args:
+            clips: a path, NumPy array or tensor, or a list of them (one speaker).
+            sample_rate: rate of array/tensor clips (files carry their own).
+            trim: drop silence and pauses longer than 0.5 s (never empties a clip).
+            vad: ``"energy"`` or ``"silero"`` (when the silero-vad package is installed).
+
+        Shape:
+            each clip ``(T,)`` or ``(C, T)``.
+
+        Raises:
+            ValueError / FileNotFoundError: a bad clip (named ``clips[i]``); ImportError:
+            ``vad="silero"`` without its package.
+        """
+        if vad not in vad_module.METHODS:
+            raise ValueError(f"vad: must be one of {vad_module.METHODS}, got {vad!r}")
+        items = list(clips) if isinstance(clips, (list, tuple)) else [clips]
+        if not items:
+            raise ValueError("clips: no clip given")
+        min_samples = int(getattr(self.model, "min_reference_samples", 0))
+        waves = []
+        for i, clip in enumerate(items):
+            argument = f"clips[{i}]" if len(items) > 1 else "clip"
+            if not trim:  # exactly the reference= path
+                try:
+                    waves.append(self._reference(clip, sample_rate))
+                except (ValueError, TypeError, FileNotFoundError) as exc:
+                    raise type(exc)(f"{argument}: {exc}") from None
+                continue
+            raw, rate, _ = _coerce(clip, argument, sample_rate)
+            wave = audio.validate_waveform(raw, argument, rate, min_samples / self.sample_rate, allow_silence=False)
+            whole = audio.resample(wave, rate, self.sample_rate)
+            wave = vad_module.trim(whole, self.sample_rate, vad)
+            if wave.shape[0] < min_samples:  # too little speech found to stand alone: the whole clip
+                wave = audio.fit_length(whole, max(min_samples, whole.shape[0]))
+            waves.append(audio.most_energetic_window(wave, self.sample_rate, self.max_reference_seconds))
+        with torch.inference_mode():
+            vectors = None
+            if not getattr(self.model, "needs_reference", True):
+                vectors = [self._embedding(self._embedder()(w, self.sample_rate)) for w in waves]
+            return build_enrollment(self.model, waves, name=self.name, vectors=vectors)
+
     def extract(
         self,
         mixture: AudioInput | Sequence[AudioInput],
@@ -341,7 +409,10 @@ class Extractor:
         Args:
             mixture: path, NumPy array or tensor, or a list of them (returns a list).
             reference: recording of the target talker (same kinds), or a list
-                matching ``mixture``; one reference is shared by all mixtures.
+                matching ``mixture``; one reference is shared by all mixtures. An
+                :class:`~usef.enrollment.Enrollment` (from :meth:`enroll`) may stand in for a
+                reference. A list always means a batch: several clips of one speaker go
+                through ``enroll([...])``.
             embedding: speaker vector ``(E,)`` (array, tensor or ``.npy`` path) for
                 embedding models, instead of ``reference``; may be a list.
             sample_rate: rate of array/tensor inputs (files carry their own).
@@ -364,7 +435,8 @@ class Extractor:
                     raise ValueError(f"{argument}: got {len(value)} items for {len(mixtures)} mixtures")
                 return list(value)
             if isinstance(value, (list, tuple)):
-                raise TypeError(f"{argument}: a list was given for a single mixture")
+                raise TypeError(f"{argument}: a list was given for a single mixture (lists are batches; "
+                                "several clips of one speaker: extractor.enroll([...]))")
             return [value] * len(mixtures)
 
         refs_in, embs_in = per_item(reference, "reference"), per_item(embedding, "embedding")
@@ -386,7 +458,7 @@ class Extractor:
                     condition = self._condition([ref], [emb])
                     results[i] = self._finish(self._chunked(mix.wave, condition, chunk, progress), mix)
                 else:
-                    key = (mix.wave.shape[0], emb is None)
+                    key = (mix.wave.shape[0], emb is None, isinstance(ref, Enrollment))
                     groups.setdefault(key, []).append((i, mix, ref, emb))
             # equal-length mixtures share a forward pass; references are padded exactly
             for items in groups.values():
@@ -451,7 +523,9 @@ def extract(
     Args:
         mixture: path, NumPy array or tensor, ``(T,)`` or channels-first ``(C, T)``;
             or a list of them (returns a list).
-        reference: a recording of the target talker (same kinds), or a list.
+        reference: a recording of the target talker (same kinds), or a list; or an
+            :class:`~usef.enrollment.Enrollment` (``model="default"`` then uses the bundled
+            model that made it).
         embedding: speaker vector for embedding models, instead of ``reference``.
         sample_rate: rate of array/tensor inputs (required for them).
         model: ``"default"``, a bundled name, a ``save_pretrained`` directory, an
@@ -467,6 +541,8 @@ def extract(
     Shape:
         mixture ``(T_mix,)`` or ``(C, T_mix)`` -> ``(T_mix,)``.
     """
+    if isinstance(reference, Enrollment) and model == "default" and reference.model_name in hub.list_models():
+        model = reference.model_name  # an enrollment only works with the model that made it
     if isinstance(model, Extractor):
         extractor = model
     elif isinstance(model, torch.nn.Module):

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from usef.bin import (
     HelpFormatter,
@@ -42,6 +43,9 @@ from usef.bin import (
     run_command,
 )
 
+if TYPE_CHECKING:
+    from usef.enrollment import Enrollment
+
 logger = logging.getLogger("usef.extract")
 
 EPILOG = """\
@@ -49,11 +53,15 @@ examples:
   usef extract mixture.wav enrolment.wav -o target.wav
   usef extract mixture.wav enrolment.wav -o target.wav --model usef-conformer-8k --device cpu
   usef extract --list pairs.csv --out-dir out/ --jobs 4
+  usef enroll alice1.wav alice2.wav -o alice.enroll
+  usef extract meeting.wav --enrollment alice.enroll -o alice.wav
   torchrun --nproc_per_node=4 -m usef.bin.extract --list pairs.csv --out-dir out/
 
 pairs.csv has a header with columns mixture, reference (or embedding: a .npy
-speaker vector) and optionally id (default: the mixture's file name without
-extension). Relative paths are resolved against the CSV's folder. An id names
+speaker vector, or enrollment: a file from `usef enroll`) and optionally id
+(default: the mixture's file name without extension). An enrollment works only
+with the model that made it; with --model default it selects that model when it
+is a bundled one. Relative paths are resolved against the CSV's folder. An id names
 its output file, so it must be a plain file name of at most 233 bytes (the
 file system's 255 less the temporary name written first).
 
@@ -85,6 +93,7 @@ class Item:
     mixture: str
     reference: str
     embedding: str
+    enrollment: str = ""  # a file written by `usef enroll`, instead of reference/embedding
     problem: str | None = None
 
 
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("reference", nargs="?", help="reference (enrolment) audio file")
     parser.add_argument("-o", "--output", help="output .wav file (single-pair mode)")
     parser.add_argument("--embedding", help=".npy speaker vector instead of a reference")
+    parser.add_argument("--enrollment", help="enrollment file from `usef enroll` instead of a reference")
     parser.add_argument("--list", dest="list_file", help="CSV of pairs (list mode)")
     parser.add_argument("--out-dir", help="output folder (list mode)")
     parser.add_argument("--model", default="default",
@@ -167,9 +177,9 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
                      for k, v in row.items()} for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise UsageError(f"{path}: not a readable CSV file ({exc})") from None
-    if "mixture" not in fields or not ({"reference", "embedding"} & set(fields)):
+    if "mixture" not in fields or not ({"reference", "embedding", "enrollment"} & set(fields)):
         raise UsageError(f"{path}: needs a header with columns mixture and reference "
-                         f"(or embedding); found {fields or 'none'}")
+                         f"(or embedding, or enrollment); found {fields or 'none'}")
     if not rows:
         raise UsageError(f"{path}: no rows")
 
@@ -181,11 +191,14 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
     for row_index, row in enumerate(rows):
         mixture = resolve(row.get("mixture", ""))
         item = Item(row_index, row.get("id", "") or Path(mixture).stem, mixture,
-                    resolve(row.get("reference", "")), resolve(row.get("embedding", "")))
+                    resolve(row.get("reference", "")), resolve(row.get("embedding", "")),
+                    resolve(row.get("enrollment", "")))
         if not mixture:
             item.problem = "empty mixture field"
-        elif not item.reference and not item.embedding:
-            item.problem = "neither reference nor embedding given"
+        elif not item.reference and not item.embedding and not item.enrollment:
+            item.problem = "neither reference nor embedding given" + (" nor enrollment" if "enrollment" in fields else "")
+        elif item.enrollment and (item.reference or item.embedding):
+            item.problem = "give an enrollment or a reference/embedding, not both"
         else:
             item.problem = _id_problem(item.id, out_dir, name_max)
         if item.problem is None:
@@ -214,7 +227,7 @@ def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
 
 def _failure(item: Item, error: str, model: str = "") -> dict:
     return {"row": item.row, "id": item.id, "mixture": item.mixture,
-            "reference": item.reference or item.embedding, "model": model, "error": error}
+            "reference": item.reference or item.embedding or item.enrollment, "model": model, "error": error}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -228,6 +241,26 @@ def _load(item: Item):
     reference, ref_rate = (audio.load_audio(item.reference, "reference")
                            if item.reference else (None, None))
     return mixture, mix_rate, reference, ref_rate
+
+
+def read_enrollment(path: str) -> Enrollment:
+    """:meth:`usef.enrollment.Enrollment.load`, with a missing or invalid file a :class:`UsageError`."""
+    from usef.enrollment import Enrollment  # lazy: keeps --help fast
+
+    try:
+        return Enrollment.load(path)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def enrollment_model(spec: str, enrollment: Enrollment) -> str:
+    """The model spec for an enrollment: ``--model default`` becomes the bundled model that made
+    it (the only model it is valid for); any other spec stays (and is checked at use)."""
+    if spec != "default":
+        return spec
+    from usef.hub import list_models  # lazy: keeps --help fast
+
+    return enrollment.model_name if enrollment.model_name in list_models() else spec
 
 
 def is_complete_output(path: Path) -> bool:
@@ -285,6 +318,29 @@ def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argp
     if kept:
         logger.info("%d output(s) exist already and are kept (--overwrite redoes them)", kept)
     jobs = args.jobs
+    # many rows usually share one speaker's enrollment: each file is read once per run
+    enrollments: dict[str, Enrollment | ValueError] = {}
+    by_name: dict[str, ModelsByRate] = {}
+
+    def condition_for(item: Item, mix_rate: int) -> tuple[object, Enrollment | None]:
+        """(extractor, reference-or-enrollment) of an item; raises for a bad enrollment file."""
+        if not item.enrollment:
+            return models(mix_rate), None
+        if item.enrollment not in enrollments:
+            try:
+                enrollments[item.enrollment] = read_enrollment(item.enrollment)
+            except UsageError as exc:  # one bad row, not a bad command line
+                enrollments[item.enrollment] = ValueError(str(exc))
+        enrollment = enrollments[item.enrollment]
+        if isinstance(enrollment, Exception):
+            raise enrollment
+        spec = enrollment_model(models.spec, enrollment)
+        if spec == models.spec:
+            return models(mix_rate), enrollment
+        if spec not in by_name:
+            by_name[spec] = ModelsByRate(spec, models.device, **models.options)
+        return by_name[spec](mix_rate), enrollment
+
     progress = tqdm(total=len(todo), desc=desc or "extract", unit="item", disable=None)
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -318,10 +374,17 @@ def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argp
                     failures.append(_failure(item, _error_text(exc)))
                     progress.update(1)
                     continue
-                extractor = models(mix_rate)  # per item: --model default follows each input's rate
+                try:
+                    # per item: --model default follows each input's rate (or its enrollment's model)
+                    extractor, enrollment = condition_for(item, mix_rate)
+                except ValueError as exc:  # an unreadable enrollment file: recorded in failures.csv
+                    failures.append(_failure(item, _error_text(exc)))
+                    progress.update(1)
+                    continue
                 try:
                     estimate = extractor.extract(
-                        mixture, reference, embedding=item.embedding or None, sample_rate=mix_rate,
+                        mixture, reference if enrollment is None else enrollment, embedding=item.embedding or None,
+                        sample_rate=mix_rate,
                         reference_sample_rate=ref_rate, chunk_seconds=args.chunk_seconds)
                 except Exception as exc:  # noqa: BLE001 -- recorded in failures.csv
                     failures.append(_failure(item, _error_text(exc), extractor.name))
@@ -480,16 +543,25 @@ class ChunkProgress:
             self.bar.close()
 
 
-def run_single(args: argparse.Namespace, models: ModelsByRate) -> int:
-    """Single-pair mode; returns the exit code (0 written, 1 the inputs could not be processed)."""
+def run_single(args: argparse.Namespace, models: ModelsByRate, enrollment: Enrollment | None = None) -> int:
+    """Single-pair mode; returns the exit code (0 written, 1 the inputs could not be processed).
+
+    Raises:
+        UsageError: ``enrollment`` was made by another model than the one chosen.
+    """
     from usef import audio
 
     output = Path(args.output)
     extractor = models(rate_of(args.mixture))
+    if enrollment is not None:
+        try:
+            enrollment.check(extractor.model, extractor.name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     try:
         mixture, mix_rate = audio.load_audio(args.mixture, "mixture")
         reference, ref_rate = (audio.load_audio(args.reference, "reference")
-                               if args.reference else (None, None))
+                               if args.reference else (enrollment, None))
         bar = ChunkProgress()  # a long file shows its chunks (hidden when stderr is not a terminal)
         try:
             estimate = extractor.extract(mixture, reference, embedding=args.embedding,
@@ -517,8 +589,9 @@ def check_args(args: argparse.Namespace) -> None:
         UsageError: the first problem found.
     """
     if args.list_file:
-        if args.mixture or args.reference or args.output or args.embedding:
-            raise UsageError("--list takes no positional files, -o or --embedding (use --out-dir)")
+        if args.mixture or args.reference or args.output or args.embedding or args.enrollment:
+            raise UsageError("--list takes no positional files, -o, --embedding or --enrollment "
+                             "(use --out-dir and the CSV's columns)")
         if not args.out_dir:
             raise UsageError("--list needs --out-dir")
     else:
@@ -526,10 +599,11 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError("--out-dir is for --list; single-pair mode writes -o OUT.wav")
         if not args.mixture:
             raise UsageError("give MIXTURE REFERENCE -o OUT.wav, or --list pairs.csv --out-dir DIR")
-        if not args.reference and not args.embedding:
-            raise UsageError("give a REFERENCE file (or --embedding for embedding models)")
-        if args.reference and args.embedding:
-            raise UsageError("give either REFERENCE or --embedding, not both")
+        given = [bool(args.reference), bool(args.embedding), bool(args.enrollment)]
+        if not any(given):
+            raise UsageError("give a REFERENCE file (or --enrollment, or --embedding for embedding models)")
+        if sum(given) > 1:
+            raise UsageError("give only one of REFERENCE, --embedding or --enrollment")
         if not args.output:
             raise UsageError("single-pair mode needs -o OUT.wav")
         output = Path(args.output)
@@ -564,12 +638,14 @@ def _extract(args: argparse.Namespace) -> int:
     if args.list_file:
         _prepare_out_dir(Path(args.out_dir))
         items = read_list(Path(args.list_file), Path(args.out_dir))  # a bad CSV stops us before any model loads
-    models = ModelsByRate(args.model, _device(args.device, rank, world))
-    if args.model != "default":
+    enrollment = read_enrollment(args.enrollment) if args.enrollment else None
+    spec = enrollment_model(args.model, enrollment) if enrollment is not None else args.model
+    models = ModelsByRate(spec, _device(args.device, rank, world))
+    if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:
         return run_list(args, items, models, rank, world)
-    return run_single(args, models)
+    return run_single(args, models, enrollment)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from usef import __version__
 
 SUBCOMMANDS = {
     "extract": "extract a target talker from mixtures (one pair or a CSV list)",
+    "enroll": "prepare a speaker once from clips, for extract --enrollment",
     "eval": "evaluate a model on a list and write metrics",
     "train": "train a model",
     "average": "average checkpoints into one model",

@@ -20,6 +20,8 @@ example:
   usef eval --list eval.csv --out-dir exp/eval_film --model embedding-conformer-8k
   usef report exp/eval_usef exp/eval_film --out exp/report --worst 50
   # -> open exp/report/index.html in a browser (no server needed)
+  # with a sortable similarity column from 'usef study similarity --list eval.csv --out-dir exp/sim ...':
+  usef report exp/eval_usef exp/eval_film --out exp/report --similarity exp/sim/similarity.csv
 
 The folders must hold the same item ids. Mixture, reference and target audio come
 from the item list recorded by 'usef eval --list' (or --list here); estimates from
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--title", default=None, help="page title")
     parser.add_argument("--list", type=Path, default=None, metavar="CSV", dest="eval_list",
                         help="evaluation list (default: the one recorded in summary.json)")
+    parser.add_argument("--similarity", type=Path, default=None, metavar="CSV",
+                        help="add a sortable similarity column: similarity.csv of 'usef study "
+                        "similarity' (or any CSV with id and similarity columns)")
     return parser
 
 
@@ -59,10 +64,16 @@ def _report(args: argparse.Namespace) -> int:
 
     from usef.report.html import build_report
 
+    extra = None
+    if args.similarity is not None:
+        from usef.report.similarity import read_similarity
+
+        values, title = read_similarity(args.similarity)
+        extra = {title: values}
     bar = ItemProgress()
     try:
         result = build_report(args.eval_dirs, args.out, worst=args.worst, title=args.title,
-                              eval_list=args.eval_list, progress=bar)
+                              eval_list=args.eval_list, progress=bar, extra_columns=extra)
     finally:
         bar.close()
     for note in result["notes"]:

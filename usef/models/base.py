@@ -120,6 +120,24 @@ class TargetSpeakerExtractor(nn.Module):
         """Fuse speaker information into mixture features ``(B, C, T_mix, F)``."""
         raise NotImplementedError
 
+    def enrollment_state(
+        self, reference: torch.Tensor, reference_lengths: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Reference-side state of ``N`` clips of *one* speaker, pooled into one item.
+
+        This is what :class:`usef.enrollment.Enrollment` stores: computed once, saved, and turned
+        into a condition by :meth:`enrollment_condition` whenever it is used.
+
+        Shape:
+            reference ``(N, T_ref)`` samples (zero-padded), reference_lengths ``(N,)`` -> a dict of
+            tensors without a batch dimension (see the subclass).
+        """
+        raise NotImplementedError
+
+    def enrollment_condition(self, states: list[dict[str, torch.Tensor]]) -> Condition:
+        """The condition for a batch of enrollment states (one per mixture of the batch)."""
+        raise NotImplementedError
+
     def forward(
         self,
         mixture: torch.Tensor,

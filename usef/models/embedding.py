@@ -96,6 +96,33 @@ class EmbeddingExtractor(TargetSpeakerExtractor):
         return {"embedding": self.speaker_encoder(features, frame_lengths)}
         # (B, E)
 
+    def enrollment_state(
+        self, reference: torch.Tensor, reference_lengths: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The average of the clips' speaker vectors (how speaker verification enrols several
+        utterances); only models with a jointly trained speaker encoder compute it themselves.
+
+        Shape:
+            reference ``(N, T_ref)`` samples, reference_lengths ``(N,)`` -> ``embedding`` ``(E,)``.
+        """
+        if self.speaker_encoder is None:
+            raise ValueError(
+                f"this model is conditioned on a pre-computed {self.embedding_dim}-d speaker embedding: "
+                "its enrollment averages the embedder's vectors of the clips"
+            )
+        features, frame_lengths, _ = self.encode_reference(reference, reference_lengths)
+        vectors = self.speaker_encoder(features, frame_lengths)
+        # (N, E)
+        return {"embedding": vectors.mean(dim=0)}
+
+    def enrollment_condition(self, states: list[dict[str, torch.Tensor]]) -> Condition:
+        """Stack a batch of enrolled vectors.
+
+        Shape:
+            states: ``B`` dicts with ``embedding`` ``(E,)`` -> ``embedding`` ``(B, E)``.
+        """
+        return self.prepare_condition(embedding=torch.stack([state["embedding"] for state in states]))
+
     def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:
         # features (B, C, T_mix, F)
         embedding = condition["embedding"]

@@ -8,6 +8,7 @@ import torch
 
 from usef.models.base import Condition, TargetSpeakerExtractor, build_separator
 from usef.modules.cross_attention import FullBandAttention
+from usef.modules.encoder import valid_mask
 
 
 class UsefExtractor(TargetSpeakerExtractor):
@@ -87,6 +88,48 @@ class UsefExtractor(TargetSpeakerExtractor):
         condition = {"keys": keys, "values": values}
         if frame_mask is not None:
             condition["padding_mask"] = ~frame_mask
+        return condition
+
+    def enrollment_state(
+        self, reference: torch.Tensor, reference_lengths: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Encoder features of several clips of one speaker, laid end to end along ``T_ref``.
+
+        Each clip is encoded on its own (the padded batch of :meth:`encode_reference` is exact
+        per item), so the encoder's conv never sees a frame of one clip next to a frame of
+        another; only valid frames are kept. Concatenating them is exact for the attention:
+        keys and values are per-frame projections (1x1 conv, PReLU, per-frame norm) and the
+        attention treats reference frames as a set, so nothing after this point mixes
+        neighbouring frames and no padding mask is needed between clips.
+
+        Shape:
+            reference ``(N, T_ref)`` samples, reference_lengths ``(N,)`` -> ``features``
+            ``(C, sum_n T_ref_n, F)`` frames and ``clip_frames`` ``(N,)`` (frames per clip).
+        """
+        features, frame_lengths, _ = self.encode_reference(reference, reference_lengths)
+        # (N, C, T_ref, F)
+        pieces = [features[i, :, :count] for i, count in enumerate(frame_lengths.tolist())]
+        return {"features": torch.cat(pieces, dim=1), "clip_frames": frame_lengths.long()}
+
+    def enrollment_condition(self, states: list[dict[str, torch.Tensor]]) -> Condition:
+        """Keys/values of a batch of enrollments; shorter ones are padded and masked out.
+
+        Shape:
+            states: ``B`` dicts with ``features`` ``(C, T_b, F)`` -> keys ``(B, L, T, E*F)``,
+            values ``(B, L, T, (C/L)*F)`` and, when lengths differ, ``padding_mask`` ``(B, T)``.
+        """
+        lengths = [state["features"].shape[1] for state in states]
+        total = max(lengths)
+        features = torch.stack([
+            torch.nn.functional.pad(state["features"], (0, 0, 0, total - state["features"].shape[1]))
+            for state in states
+        ]).float()
+        # (B, C, T, F)
+        keys, values = self.cross_attention.project_key_value(features)
+        condition = {"keys": keys, "values": values}
+        if min(lengths) < total:
+            frame_lengths = torch.tensor(lengths, device=features.device)
+            condition["padding_mask"] = ~valid_mask(frame_lengths, total)
         return condition
 
     def condition(self, features: torch.Tensor, condition: Condition) -> torch.Tensor:

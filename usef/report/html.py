@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -294,6 +294,7 @@ def build_report(
     title: str | None = None,
     eval_list: PathLike | None = None,
     progress: ProgressFn | None = None,
+    extra_columns: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Write a static HTML listening report of ``eval_dirs`` (same items) into ``out_dir``.
 
@@ -311,6 +312,9 @@ def build_report(
             summaries, to the current folder). Without one those players are
             left out and the page says so.
         progress: called as ``progress(done, total)`` after each item row.
+        extra_columns: column title -> {item id: number}, sortable columns after the
+            input SI-SDR (e.g. ``{"similarity": ...}`` from ``usef study similarity``);
+            an id without a value shows a dash.
 
     Returns:
         ``{"index": path of index.html, "n_items", "n_shown", "systems": [{name,
@@ -359,6 +363,12 @@ def build_report(
     head = ['<th data-type="num" aria-sort="none" tabindex="0">#</th>',
             '<th data-type="text" aria-sort="none" tabindex="0">id</th>',
             '<th data-type="num" aria-sort="none" tabindex="0">input <span class="nw">SI-SDR</span></th>']
+    extra = dict(extra_columns or {})
+    head += [f'<th data-type="num" aria-sort="none" tabindex="0">{_name(column)}</th>' for column in extra]
+    for column, values in extra.items():
+        missing = [i for i in shown if i not in values]
+        if missing:
+            notes.append(f"{len(missing)} items have no {column} value (e.g. {missing[0]}).")
     for k, name in enumerate(names):
         state = "ascending" if worst is not None and k == 0 else "none"
         head.append(f'<th data-type="num" aria-sort="{state}" tabindex="0">'
@@ -369,7 +379,7 @@ def build_report(
     head += ["<th>mixture</th>", "<th>reference</th>"]
     head += [f"<th>estimate{_name(name)}</th>" for name in names]
     head.append("<th>target</th>")
-    n_numbers = 1 + len(systems) + (len(systems) > 1)
+    n_numbers = 1 + len(extra) + len(systems) + (len(systems) > 1)
     n_clips = len(SOURCE_ROLES) + len(systems)
     columns = [INDEX_EM, ID_EM] + [NUMBER_EM] * n_numbers
     colgroup = "<colgroup>" + "".join(f'<col style="width:{w:g}em">' for w in columns) + \
@@ -389,6 +399,7 @@ def build_report(
         number = position[item_id] + 1
         cells = [f'<td class="num" data-v="{number}">{number}</td>', f'<td class="id">{_esc(item_id)}</td>',
                  _num_cell(first_rows[item_id].get("input_si_sdr"))]
+        cells += [_num_cell(values.get(item_id)) for values in extra.values()]
         imps = []
         for system in systems:
             row = system["rows"][item_id]
