@@ -254,10 +254,12 @@ def test_reads_folders_written_by_evaluate(tmp_path: Path) -> None:
 
     evaluate_list(items, lambda m, r, sr: m, tmp_path / "mix", with_pesq=False,
                   write_estimates=False, metadata={"model": {"name": "passthrough"}})
-    evaluate_list(items, half_clean, tmp_path / "half", with_pesq=False,
-                  write_estimates=False, metadata={"model": {"name": "half_clean"}})
+    # usef eval records which model served each item in a text column: compare must read past it
+    evaluate_list(items, lambda m, r, sr: (half_clean(m, r, sr), {"model": "half-clean-8k"}), tmp_path / "half",
+                  with_pesq=False, write_estimates=False, metadata={"model": {"name": "half_clean"}})
     loaded = load_eval(tmp_path / "half")
     assert loaded["name"] == "half_clean" and loaded["rows"]["broken"]["error"]
+    assert loaded["rows"]["m0"]["model"] == "half-clean-8k"
     assert loaded["rows"]["m0"]["confused"] is False
     result = paired_compare(tmp_path / "half", tmp_path / "mix", n_bootstrap=200)
     assert result["n"] == 4 and result["dropped"]["failed_in_both"] == 1

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # columns of metrics.csv that are not numeric metrics
-_TEXT_COLUMNS = ("id", "error", "mixture")
+_TEXT_COLUMNS = ("id", "error", "mixture", "model")  # model: which model served the item (usef eval)
 _BOOL_COLUMNS = ("confused",)
 # how many ids an error message lists per category
 _ID_SAMPLE = 5
@@ -106,6 +106,8 @@ def load_eval(directory: PathLike) -> dict[str, Any]:
             for column in columns:
                 if column not in _TEXT_COLUMNS:
                     row[column] = _parse_cell(raw.get(column), column, where)
+                elif column == "model":
+                    row[column] = (raw.get(column) or "").strip()
             ids.append(item_id)
             rows[item_id] = row
 
