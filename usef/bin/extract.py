@@ -56,6 +56,7 @@ examples:
   usef enroll alice1.wav alice2.wav -o alice.enroll
   usef extract meeting.wav --enrollment alice.enroll -o alice.wav
   torchrun --nproc_per_node=4 -m usef.bin.extract --list pairs.csv --out-dir out/
+  usef extract --backend onnx --model onnx/usef-conformer-8k mixture.wav enrolment.wav -o target.wav
 
 pairs.csv has a header with columns mixture, reference (or embedding: a .npy
 speaker vector, or enrollment: a file from `usef enroll`) and optionally id
@@ -80,6 +81,7 @@ FAILURE_FIELDS = ["id", "mixture", "reference", "model", "error"]
 # the bundled models (32 ms window, 16 ms hop), the same floor as the shortest reference the
 # models accept (min_reference_seconds); each chunk boundary also costs a cross-fade.
 MIN_CHUNK_SECONDS = 0.5
+BACKENDS = ("torch", "onnx")
 # list mode keeps 2 x jobs decoded mixtures in memory at once
 MAX_JOBS = 64
 # usef.audio.write_audio writes ".<name>.<12 hex>.tmp" first: 18 bytes more than the name
@@ -127,8 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write 32-bit float WAV instead of 16-bit PCM")
     parser.add_argument("--barrier-timeout", type=float, default=3600.0,
                         help="seconds rank 0 waits for the other ranks (sharded runs)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch, or onnx: --model is a folder written by `usef export MODEL --onnx DIR`, "
+                             "run with onnxruntime on the CPU (pip install 'usef[onnx]'; no enrollments or "
+                             "embeddings)")
     add_threads_option(parser)
     return parser
+
+
+class OnnxModels:
+    """:class:`ModelsByRate`'s interface for ``--backend onnx``: one exported folder for every item,
+    an :class:`usef.onnx_runtime.OnnxExtractor` loaded once (``--threads`` are onnxruntime's)."""
+
+    def __init__(self, spec: str, threads: int | None = None) -> None:
+        self.spec, self.device, self.options, self.threads = spec, None, {}, threads
+        self._extractor = None
+
+    def __call__(self, sample_rate: int | None):
+        if self._extractor is None:
+            from usef.onnx_runtime import OnnxExtractor  # lazy: keeps --help fast
+
+            try:
+                self._extractor = OnnxExtractor(self.spec, threads=self.threads)
+            except Exception as exc:
+                raise UsageError(f"cannot load ONNX model {self.spec!r}: {type(exc).__name__}: {exc}") from exc
+        return self._extractor
 
 
 def _name_max(folder: Path) -> int:
@@ -611,6 +636,13 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'target.wav'}")
         if output.exists() and not args.overwrite:
             raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    if args.backend == "onnx":
+        if args.embedding or args.enrollment:
+            raise UsageError("--backend onnx takes a REFERENCE file (no --embedding or --enrollment)")
+        if args.model == "default":
+            raise UsageError("--backend onnx needs --model DIR, a folder written by `usef export MODEL --onnx DIR`")
+        if args.device not in (None, "cpu"):
+            raise UsageError(f"--backend onnx runs on the CPU; got --device {args.device}")
     if not 1 <= args.jobs <= MAX_JOBS:
         raise UsageError(f"--jobs must be within 1..{MAX_JOBS}, got {args.jobs}")
     if args.chunk_seconds is not None:
@@ -632,7 +664,11 @@ def _device(requested: str | None, rank: int, world: int) -> str | None:
 
 def _extract(args: argparse.Namespace) -> int:
     check_args(args)
-    apply_threads(args.threads)
+    if args.backend == "onnx":
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    else:
+        apply_threads(args.threads)
     rank, world = _shard() if args.list_file else (0, 1)
     items = []
     if args.list_file:
@@ -640,7 +676,10 @@ def _extract(args: argparse.Namespace) -> int:
         items = read_list(Path(args.list_file), Path(args.out_dir))  # a bad CSV stops us before any model loads
     enrollment = read_enrollment(args.enrollment) if args.enrollment else None
     spec = enrollment_model(args.model, enrollment) if enrollment is not None else args.model
-    models = ModelsByRate(spec, _device(args.device, rank, world))
+    if args.backend == "onnx":
+        models = OnnxModels(spec, args.threads)
+    else:
+        models = ModelsByRate(spec, _device(args.device, rank, world))
     if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +47,13 @@ from typing import Any
 import numpy as np
 
 from usef.evaluate import csv_text, json_safe, write_text_atomic
-from usef.report.studies import ProgressFn, _as_extract_fn, _load_item, _score
+from usef.report.studies import (
+    ProgressFn,
+    _as_extract_fn,
+    _load_item,
+    _score,
+    save_png_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -551,12 +556,4 @@ def plot_similarity(
         top.set_title(title.lstrip(", "), fontsize=9)
     fig.tight_layout()
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_png_atomic(fig, path)

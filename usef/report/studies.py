@@ -337,6 +337,12 @@ def plot_reference_length(
         ax.set_title(note.lstrip("; "), fontsize=9)
     fig.tight_layout()
 
+    return save_png_atomic(fig, path)
+
+
+def save_png_atomic(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as PNG via a temporary file and a rename: a reader never
+    sees half a plot."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
     os.close(fd)
     try:
