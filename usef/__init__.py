@@ -2,7 +2,7 @@
 
 from usef._version import __version__
 
-__all__ = ["Enrollment", "__version__", "extract", "list_models", "load_model"]
+__all__ = ["Enrollment", "Stream", "__version__", "extract", "list_models", "load_model"]
 
 _API = {"extract", "load_model", "list_models", "Extractor", "Enrollment"}
 
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from usef import api
 
         return getattr(api, name)
+    if name == "Stream":
+        from usef.stream import Stream
+
+        return Stream
     raise AttributeError(f"module 'usef' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from usef import __version__
 SUBCOMMANDS = {
     "extract": "extract a target talker from mixtures (one pair or a CSV list)",
     "enroll": "prepare a speaker once from clips, for extract --enrollment",
+    "stream": "extract block-online with a bounded latency (a file or raw PCM on stdin)",
     "eval": "evaluate a model on a list and write metrics",
     "train": "train a model",
     "average": "average checkpoints into one model",
@@ -22,6 +23,7 @@ SUBCOMMANDS = {
     "results": "write a Markdown table of an eval summary",
     "report": "write a static HTML listening report of eval folders",
     "study": "sweep the reference length over a list and plot SI-SDRi per model",
+    "export": "export a model to ONNX for torch-free inference (usef[onnx])",
 }
 
 USAGE = """usage: usef [--version] [-h] <command> [<args>]
