@@ -119,11 +119,7 @@ def _parameter_device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
-    starts = [0]
-    while starts[-1] + chunk < total:
-        starts.append(min(starts[-1] + chunk - overlap, total - chunk))
-    return starts
+_chunk_starts = audio.chunk_starts  # kept for callers of the old private name
 
 
 class Extractor:
@@ -296,29 +292,8 @@ class Extractor:
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,
                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         # (T_mix,) -> (T_mix,): chunk batches are cross-faded straight into one output array
-        overlap = round(chunk * self.overlap)
-        starts = _chunk_starts(wave.shape[0], chunk, overlap)
-        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / max(overlap, 1)) ** 2
-        fade_in, fade_out = ramp.astype(np.float32), (1.0 - ramp).astype(np.float32)
-        out = np.zeros_like(wave)
-        for first in range(0, len(starts), self.batch_size):
-            group = starts[first : first + self.batch_size]
-            estimates = self._forward(np.stack([wave[s : s + chunk] for s in group]), condition)
-            for j, (start, est) in enumerate(zip(group, estimates)):
-                k = first + j
-                if k > 0 and overlap:
-                    # cross-fade with the previous chunk over its last `overlap` samples
-                    fade_start = starts[k - 1] + chunk - overlap - start
-                    est[:fade_start] = 0.0
-                    est[fade_start : fade_start + overlap] *= fade_in
-                elif k > 0:
-                    est[: starts[k - 1] + chunk - start] = 0.0
-                if k < len(starts) - 1 and overlap:
-                    est[chunk - overlap :] *= fade_out
-                out[start : start + chunk] += est
-            if progress is not None:
-                progress(min(first + self.batch_size, len(starts)), len(starts))
-        return out
+        return audio.chunked_overlap_add(wave, chunk, self.overlap, lambda batch: self._forward(batch, condition),
+                                         self.batch_size, progress)
 
     def _finish(self, estimate: np.ndarray, mix: _Signal):
         if not np.isfinite(estimate).all():

@@ -122,12 +122,7 @@ def istft(spec: np.ndarray, length: int, n_fft: int, hop_length: int, window: np
     return out
 
 
-def _chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:
-    # as usef.api._chunk_starts: the last chunk ends at the end of the mixture
-    starts = [0]
-    while starts[-1] + chunk < total:
-        starts.append(min(starts[-1] + chunk - overlap, total - chunk))
-    return starts
+_chunk_starts = audio.chunk_starts  # one schedule for the torch API and this runtime
 
 
 def _check_sample_rate(sample_rate: Any, argument: str = "sample_rate") -> int:
@@ -289,27 +284,9 @@ class OnnxExtractor:
 
     def _chunked(self, wave: np.ndarray, condition: Condition, chunk: int,
                  progress: Callable[[int, int], None] | None) -> np.ndarray:
-        # as usef.Extractor._chunked (one chunk per run): (T_mix,) -> (T_mix,)
-        overlap = round(chunk * self.overlap)
-        starts = _chunk_starts(wave.shape[0], chunk, overlap)
-        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / max(overlap, 1)) ** 2
-        fade_in, fade_out = ramp.astype(np.float32), (1.0 - ramp).astype(np.float32)
-        out = np.zeros_like(wave)
-        for k, start in enumerate(starts):
-            est = self._forward(wave[None, start : start + chunk], condition)[0]
-            if k > 0 and overlap:
-                # cross-fade with the previous chunk over its last `overlap` samples
-                fade_start = starts[k - 1] + chunk - overlap - start
-                est[:fade_start] = 0.0
-                est[fade_start : fade_start + overlap] *= fade_in
-            elif k > 0:
-                est[: starts[k - 1] + chunk - start] = 0.0
-            if k < len(starts) - 1 and overlap:
-                est[chunk - overlap :] *= fade_out
-            out[start : start + chunk] += est
-            if progress is not None:
-                progress(k + 1, len(starts))
-        return out
+        # the torch API's chunking and cross-fade, one chunk per run: (T_mix,) -> (T_mix,)
+        return audio.chunked_overlap_add(wave, chunk, self.overlap, lambda batch: self._forward(batch, condition),
+                                         1, progress)
 
     def _finish(self, estimate: np.ndarray, rate: int, length: int, input_peak: float) -> np.ndarray:
         # as usef.Extractor._finish
