@@ -286,7 +286,7 @@ class Extractor:
         out = self.model.extract(torch.from_numpy(mixtures).to(self.device), condition)
         out = out[:, :length].float().cpu().numpy()
         if self.level == "mixture":
-            out = audio.match_level(out, mixtures[:, :length])
+            out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
         return out
 
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,

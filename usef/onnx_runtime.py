@@ -279,7 +279,7 @@ class OnnxExtractor:
         out = istft(estimate_spec, mixtures.shape[-1], self.n_fft, self.hop_length, self.window) * scale
         out = out[:, :length]
         if self.level == "mixture":
-            out = audio.match_level(out, mixtures[:, :length])
+            out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
         return out
 
     def _chunked(self, wave: np.ndarray, condition: Condition, chunk: int,
