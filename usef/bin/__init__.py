@@ -93,6 +93,19 @@ class ModelsByRate:
         return self._loaded[key]
 
 
+def check_output_file(output, overwrite: bool, example: str):
+    """The one rule for a command's single output file: ``-o`` must name a file, and an existing
+    one is replaced only with ``--overwrite``. Returns it as a Path; raises :class:`UsageError`."""
+    from pathlib import Path
+
+    output = Path(output)
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give a file name such as {output / example}")
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    return output
+
+
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: torch's CPU threads for this command."""
     parser.add_argument("--threads", type=int, default=None, metavar="N",

@@ -19,6 +19,7 @@ from usef.bin import (
     UsageError,
     add_threads_option,
     apply_threads,
+    check_output_file,
     load_model_or_usage_error,
     run_command,
 )
@@ -53,11 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.is_dir():
-        raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'estimate.wav'}")
-    if output.exists() and not args.overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    output = check_output_file(args.output, args.overwrite, "estimate.wav")
     apply_threads(args.threads)
     paths = {name: DEMO_DIR / f"{name}.wav" for name in ("mixture", "reference", "target")}
     missing = [str(p) for p in paths.values() if not p.is_file()]

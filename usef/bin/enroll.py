@@ -10,14 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from usef.bin import (
     HelpFormatter,
     ModelsByRate,
-    UsageError,
     add_threads_option,
     apply_threads,
+    check_output_file,
     rate_of,
     run_command,
 )
@@ -63,11 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.is_dir():
-        raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'speaker.enroll'}")
-    if output.exists() and not args.overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    output = check_output_file(args.output, args.overwrite, "speaker.enroll")
     apply_threads(args.threads)
     extractor = ModelsByRate(args.model, args.device)(rate_of(args.clips[0]))
     try:

@@ -39,6 +39,7 @@ from usef.bin import (
     UsageError,
     add_threads_option,
     apply_threads,
+    check_output_file,
     rate_of,
     run_command,
 )
@@ -631,11 +632,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise UsageError("give only one of REFERENCE, --embedding or --enrollment")
         if not args.output:
             raise UsageError("single-pair mode needs -o OUT.wav")
-        output = Path(args.output)
-        if output.is_dir():
-            raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'target.wav'}")
-        if output.exists() and not args.overwrite:
-            raise UsageError(f"{output} exists; pass --overwrite to replace it")
+        check_output_file(args.output, args.overwrite, "target.wav")
     if args.backend == "onnx":
         if args.embedding or args.enrollment:
             raise UsageError("--backend onnx takes a REFERENCE file (no --embedding or --enrollment)")

@@ -26,6 +26,7 @@ from usef.bin import (
     UsageError,
     add_threads_option,
     apply_threads,
+    check_output_file,
     run_command,
 )
 
@@ -175,10 +176,7 @@ def _stream(args: argparse.Namespace) -> int:
         raise UsageError(f"--read-seconds must be positive, got {args.read_seconds}")
     output = Path(args.output)
     if args.output != "-":
-        if output.is_dir():
-            raise UsageError(f"-o {output} is a folder; give a file name such as {output / 'target.wav'}")
-        if output.exists() and not args.overwrite:
-            raise UsageError(f"{output} exists; pass --overwrite to replace it")
+        check_output_file(output, args.overwrite, "target.wav")
     apply_threads(args.threads)
 
     from usef.api import check_sample_rate  # lazy: keeps --help fast
