@@ -28,7 +28,6 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-EPS = 1e-8  # kept for callers; the dB metrics below no longer use a fixed epsilon
 DB_LIMIT = 100.0
 SDR_FILTER_LENGTH = 512
 _EXTRA_HINT = "reinstall usef (pesq and pystoi are dependencies): pip install usef"

@@ -71,8 +71,8 @@ class ModelsByRate:
     ``models(rate)`` returns the :class:`usef.Extractor`; its ``name`` says which one served.
     """
 
-    def __init__(self, spec: str, device: str | None = None, **options) -> None:
-        self.spec, self.device, self.options = spec, device, options
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        self.spec, self.device = spec, device
         self._loaded: dict[str, object] = {}
 
     def __call__(self, sample_rate: int | None):
@@ -86,10 +86,7 @@ class ModelsByRate:
                 key = f"default@{sample_rate}"
         if key not in self._loaded:
             # "default" is resolved by usef.load_model itself: the one place the rule lives
-            extractor = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate)
-            for name, value in self.options.items():
-                setattr(extractor, name, value)
-            self._loaded[key] = extractor
+            self._loaded[key] = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate)
         return self._loaded[key]
 
 

@@ -143,7 +143,7 @@ class OnnxModels:
     an :class:`usef.onnx_runtime.OnnxExtractor` loaded once (``--threads`` are onnxruntime's)."""
 
     def __init__(self, spec: str, threads: int | None = None) -> None:
-        self.spec, self.device, self.options, self.threads = spec, None, {}, threads
+        self.spec, self.device, self.threads = spec, None, threads
         self._extractor = None
 
     def __call__(self, sample_rate: int | None):
@@ -364,7 +364,7 @@ def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argp
         if spec == models.spec:
             return models(mix_rate), enrollment
         if spec not in by_name:
-            by_name[spec] = ModelsByRate(spec, models.device, **models.options)
+            by_name[spec] = ModelsByRate(spec, models.device)
         return by_name[spec](mix_rate), enrollment
 
     progress = tqdm(total=len(todo), desc=desc or "extract", unit="item", disable=None)
