@@ -200,7 +200,7 @@ def fake_model(monkeypatch):
     """``calls``: (name, device, sample_rate) per load; ``seen``: (mixture, reference) per extract."""
     fake = SimpleNamespace(calls=[], seen=[], by_rate=False)
 
-    def load_model(name, device=None, sample_rate=None):
+    def load_model(name, device=None, sample_rate=None, **options):
         fake.calls.append((name, device, sample_rate))
         if name != "default":
             raise ValueError(f"unknown model {name!r}")

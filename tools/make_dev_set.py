@@ -13,6 +13,12 @@ speakers whose median F0 is closest to the target's (:mod:`usef.data.pitch`); wi
 held-out speakers and a pool of 3 nearly all pairs are same-sex:
 
     python tools/make_dev_set.py --similar-pool 3 --n 200 --seed 20261202 --out work_data/dev8k_similar
+
+Target-absent items (``--target-absent 0.5``: that share of the mixtures holds only the
+interferer, the reference's talker does not speak; ``eval.csv`` leaves their ``target`` empty;
+the other items are the same as without the option):
+
+    python tools/make_dev_set.py --target-absent 0.5 --n 200 --seed 20261203 --out work_data/dev8k_absent
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--segment-seconds", type=float, default=4.0)
     parser.add_argument("--similar-pool", type=int, default=0,
                         help="draw each interferer among the N held-out speakers closest in pitch (0: any)")
+    parser.add_argument("--target-absent", type=float, default=0.0,
+                        help="share of mixtures in which the reference's talker does not speak")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     speakers = read_speaker_list(args.speakers)
@@ -52,10 +60,11 @@ def main(argv=None) -> int:
     dataset = DynamicMixDataset(corpus, None, segment_seconds=args.segment_seconds, sir_range=(-5.0, 5.0),
                                 reference_seconds=(2.0, 4.0), interferer_probs=(1.0,),
                                 p_similar_interferer=1.0 if args.similar_pool else 0.0,
-                                similar_pool=max(1, args.similar_pool))
+                                similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent)
     examples = make_fixed_examples(dataset, args.n, args.seed)
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
-    print(f"wrote {len(examples)} items from {len(corpus.speakers)} held-out speakers to {csv_path}")
+    absent = sum(not ex.get("target_present", 1) for ex in examples)
+    print(f"wrote {len(examples)} items ({absent} target-absent) from {len(corpus.speakers)} held-out speakers to {csv_path}")
     return 0
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from usef import audio, hub
+from usef import confidence as confidence_module
 from usef import vad as vad_module
 from usef.enrollment import Enrollment
 from usef.enrollment import build as build_enrollment
@@ -49,7 +50,7 @@ DEFAULT_MAX_REFERENCE_SECONDS = 30.0
 # 0.67 GB); a GPU wants the batch.
 DEFAULT_BATCH_SIZE = None
 _BATCH_SIZE_BY_DEVICE = {"cpu": 1, "cuda": 4}
-LEVELS = ("mixture", "model")
+LEVELS = audio.LEVELS
 # a chunk must hold real context for the separator (and many chunks of a long file must not
 # become millions of forward passes): below 0.5 s the call is refused
 MIN_CHUNK_SECONDS = 0.5
@@ -134,10 +135,12 @@ class Extractor:
         max_reference_seconds: longer references are cropped to their most energetic window.
         batch_size: chunks (or equal-length mixtures of a list) per forward pass; default
             1 on CPU (fastest and leanest there), 4 on CUDA.
-        level: ``"mixture"`` (default): each estimate (each chunk of a long one) is scaled
-            by the least-squares gain that fits it to its mixture
-            (:func:`usef.audio.match_level`), i.e. to the level the target has there;
-            ``"model"``: the model's raw output (its gain is arbitrary under SI-SDR training).
+        level: ``"auto"`` (default): ``"mixture"`` for models trained with a scale-invariant
+            loss, the model's own level (kept within full scale) for models whose checkpoint
+            says ``output_level: calibrated`` (:func:`usef.audio.resolve_level`);
+            ``"mixture"``: each estimate (each chunk of a long one) is scaled by the gain
+            that fits it to its mixture (:func:`usef.audio.match_level`), i.e. to the level
+            the target has there; ``"model"``: the model's raw output.
         embedder: for models that take a pre-computed speaker vector, a callable
             ``embedder(wave (T,), sample_rate) -> (E,)`` that makes it from a reference;
             default: :class:`usef.embeddings.ResemblyzerEmbedder`, created on first use.
@@ -154,10 +157,9 @@ class Extractor:
         max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         embedder: Callable[[np.ndarray, int], np.ndarray] | None = None,
-        level: str = "mixture",
+        level: str = "auto",
     ) -> None:
-        if level not in LEVELS:
-            raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
+        rule = audio.resolve_level(level, getattr(model, "output_level", None))
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         check_chunk_seconds(chunk_seconds)
@@ -176,7 +178,7 @@ class Extractor:
         self.max_reference_seconds = float(max_reference_seconds)
         self.batch_size = int(batch_size)
         self.embedder = embedder
-        self.level = level
+        self.level = rule  # "mixture" | "calibrated" | "model"
 
     @property
     def device(self) -> torch.device:
@@ -277,23 +279,42 @@ class Extractor:
             reference_lengths=torch.tensor(lengths, dtype=torch.int64, device=device),
         )
 
-    def _forward(self, mixtures: np.ndarray, condition: Any) -> np.ndarray:
-        # (B, T_mix) at the model rate -> (B, T_mix)
+    def _forward(self, mixtures: np.ndarray, condition: Any, energy_sink: list | None = None) -> np.ndarray:
+        # (B, T_mix) at the model rate -> (B, T_mix); with energy_sink, the (B, 5) energies of
+        # usef.confidence are appended to it (computed on the raw output, before any level rule)
         length = mixtures.shape[-1]
         minimum = int(_MIN_MIXTURE_SECONDS * self.sample_rate)
         if length < minimum:
             mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
-        out = self.model.extract(torch.from_numpy(mixtures).to(self.device), condition)
-        out = out[:, :length].float().cpu().numpy()
+        x = torch.from_numpy(mixtures).to(self.device)
+        raw = self.model.extract(x, condition)
+        if energy_sink is not None:
+            energy_sink.append(confidence_module.energies(self.model, x, condition, raw))
+        out = raw[:, :length].float().cpu().numpy()
         if self.level == "mixture":
             out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
+        elif self.level == "calibrated":
+            out = audio.limit_peak(out, mixtures[:, :length], _FULL_SCALE)
         return out
 
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,
-                 progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                 progress: Callable[[int, int], None] | None = None, energy_sink: list | None = None) -> np.ndarray:
         # (T_mix,) -> (T_mix,): chunk batches are cross-faded straight into one output array
-        return audio.chunked_overlap_add(wave, chunk, self.overlap, lambda batch: self._forward(batch, condition),
+        return audio.chunked_overlap_add(wave, chunk, self.overlap,
+                                         lambda batch: self._forward(batch, condition, energy_sink),
                                          self.batch_size, progress)
+
+    def confidence_map(self) -> confidence_module.ConfidenceMap:
+        """The model's fitted confidence map (``confidence`` in its ``config.yaml``).
+
+        Raises:
+            ValueError: the model has none (fit one with ``tools/fit_confidence.py``).
+        """
+        data = getattr(self.model, "confidence_map", None)
+        if data is None:
+            raise ValueError(f"return_confidence: model {self.name!r} has no fitted confidence map "
+                             "(config.yaml 'confidence'; tools/fit_confidence.py writes one)")
+        return confidence_module.ConfidenceMap.from_dict(data, f"model {self.name!r}")
 
     def _finish(self, estimate: np.ndarray, mix: _Signal):
         if not np.isfinite(estimate).all():
@@ -301,7 +322,7 @@ class Extractor:
             estimate = np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
         estimate = audio.fit_length(audio.resample(estimate, self.sample_rate, mix.rate), mix.length)
         peak = float(np.max(np.abs(estimate))) if estimate.size else 0.0
-        if self.level == "mixture" and mix.peak <= 1.0 and peak > _FULL_SCALE:
+        if self.level != "model" and mix.peak <= 1.0 and peak > _FULL_SCALE:
             # resampling to the caller's rate can overshoot the model-rate peak guard slightly
             estimate = estimate * np.float32(_FULL_SCALE / peak)
         if mix.tensor_like is None:
@@ -378,6 +399,7 @@ class Extractor:
         reference_sample_rate: int | None = None,
         chunk_seconds: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        return_confidence: bool = False,
     ):
         """Extract the reference talker from the mixture.
 
@@ -396,6 +418,10 @@ class Extractor:
             chunk_seconds: override the chunk length for this call (>= 0.5 s).
             progress: called as ``progress(done, total)`` after each batch of chunks of a
                 long mixture (e.g. to drive a progress bar on an hour-long file).
+            return_confidence: also return a confidence in [0, 1] that the output is the
+                enrolled talker (low when another talker was extracted or the target does not
+                speak; :mod:`usef.confidence`): each result becomes ``(estimate, confidence)``.
+                Costs two more model passes; needs a model with a fitted confidence map.
 
         Shape:
             mixture ``(T_mix,)`` or ``(C, T_mix)``; reference ``(T_ref,)`` or
@@ -421,7 +447,9 @@ class Extractor:
         if reference_sample_rate is not None:
             check_sample_rate(reference_sample_rate, "reference_sample_rate")
         chunk = round((chunk_seconds or self.chunk_seconds) * self.sample_rate)
+        scorer = self.confidence_map() if return_confidence else None
         results: list = [None] * len(mixtures)
+        energy: list = [None] * len(mixtures)  # (5,) summed energies per item, for the confidence
         groups: dict = {}
         with torch.inference_mode():
             for i, (mix_in, ref_in, emb_in) in enumerate(zip(mixtures, refs_in, embs_in)):
@@ -431,7 +459,10 @@ class Extractor:
                     results[i] = self._finish(np.zeros_like(mix.wave), mix)
                 elif mix.wave.shape[0] > chunk:
                     condition = self._condition([ref], [emb])
-                    results[i] = self._finish(self._chunked(mix.wave, condition, chunk, progress), mix)
+                    sink: list | None = [] if scorer else None
+                    results[i] = self._finish(self._chunked(mix.wave, condition, chunk, progress, sink), mix)
+                    if sink:
+                        energy[i] = np.concatenate(sink).sum(axis=0)
                 else:
                     key = (mix.wave.shape[0], emb is None, isinstance(ref, Enrollment))
                     groups.setdefault(key, []).append((i, mix, ref, emb))
@@ -440,9 +471,16 @@ class Extractor:
                 for first in range(0, len(items), self.batch_size):
                     batch = items[first : first + self.batch_size]
                     condition = self._condition([b[2] for b in batch], [b[3] for b in batch])
-                    estimates = self._forward(np.stack([b[1].wave for b in batch]), condition)
-                    for (i, mix, _, _), est in zip(batch, estimates):
+                    sink = [] if scorer else None
+                    estimates = self._forward(np.stack([b[1].wave for b in batch]), condition, sink)
+                    for k, ((i, mix, _, _), est) in enumerate(zip(batch, estimates)):
                         results[i] = self._finish(est, mix)
+                        if sink:
+                            energy[i] = sink[0][k]
+        if scorer is not None:
+            # a silent mixture holds nobody: confidence 0
+            results = [(out, float(scorer(confidence_module.features(e[None]))[0]) if e is not None else 0.0)
+                       for out, e in zip(results, energy)]
         return results[0] if single else results
 
 
@@ -486,6 +524,7 @@ def extract(
     device: None | str | torch.device = None,
     chunk_seconds: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    return_confidence: bool = False,
 ):
     """Extract the target talker of ``reference`` from ``mixture``.
 
@@ -508,6 +547,7 @@ def extract(
         device: where to run; default CUDA when available.
         chunk_seconds: chunk length for long mixtures (default 20 s, at least 0.5 s).
         progress: ``progress(done, total)`` after each batch of chunks of a long mixture.
+        return_confidence: return ``(estimate, confidence)`` (see :meth:`Extractor.extract`).
 
     Returns:
         The estimate at the mixture's rate and length, NumPy (array/path input)
@@ -538,7 +578,8 @@ def extract(
             outs = extractor.extract(
                 [mixture[i] for i in picks], [refs[i] for i in picks] if reference is not None else None,
                 embedding=[embs[i] for i in picks] if embedding is not None else None,
-                sample_rate=sample_rate, chunk_seconds=chunk_seconds, progress=progress)
+                sample_rate=sample_rate, chunk_seconds=chunk_seconds, progress=progress,
+                return_confidence=return_confidence)
             for i, out in zip(picks, outs):
                 results[i] = out
         return results
@@ -547,5 +588,5 @@ def extract(
                                else None)
     return extractor.extract(
         mixture, reference, embedding=embedding, sample_rate=sample_rate, chunk_seconds=chunk_seconds,
-        progress=progress,
+        progress=progress, return_confidence=return_confidence,
     )

@@ -310,6 +310,44 @@ def fit_length(wave: np.ndarray, length: int) -> np.ndarray:
     return np.pad(wave, (0, length - wave.shape[0]))
 
 
+LEVELS = ("auto", "mixture", "model")
+
+
+def resolve_level(level: str, model_output_level: str | None) -> str:
+    """The output-level rule an extractor applies: ``"mixture"`` (:func:`match_level`),
+    ``"calibrated"`` (the model's own level, only kept within full scale by :func:`limit_peak`)
+    or ``"model"`` (the raw output).
+
+    ``"auto"`` picks ``"calibrated"`` for a model whose checkpoint says its level was trained
+    (``output_level: calibrated``: a scale-dependent loss, and target-absent mixtures whose
+    right answer is silence, which a fit to the mixture would undo) and ``"mixture"`` for the
+    others, whose gain a scale-invariant loss left arbitrary.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
+    if level == "auto":
+        return "calibrated" if model_output_level == "calibrated" else "mixture"
+    return level
+
+
+def limit_peak(estimate: np.ndarray, mixture: np.ndarray, headroom: float = 0.999) -> np.ndarray:
+    """Scale down each row of ``estimate`` that peaks above ``headroom`` while its mixture row is
+    within full scale; other rows are returned as they are.
+
+    Shape:
+        estimate: (..., T) and mixture: (..., T) -> (..., T).
+    """
+    est, mix = np.asarray(estimate), np.asarray(mixture)
+    if est.shape != mix.shape:
+        raise ValueError(f"estimate and mixture must have one shape, got {est.shape} and {mix.shape}")
+    if not est.size:
+        return est
+    peak = np.max(np.abs(est), axis=-1, keepdims=True).astype(np.float64)
+    mix_peak = np.max(np.abs(mix), axis=-1, keepdims=True)
+    gain = np.where((mix_peak <= 1.0) & (peak > headroom), headroom / np.maximum(peak, 1e-30), 1.0)
+    return (est * gain).astype(est.dtype)
+
+
 def match_level(estimate: np.ndarray, mixture: np.ndarray, headroom: float = 0.999,
                 sample_rate: int = 8000) -> np.ndarray:
     """Scale ``estimate`` to the level its source has in ``mixture``.

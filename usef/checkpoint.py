@@ -105,6 +105,10 @@ def load_pretrained(
     state = read_weights(directory)
     load_state(model, state, source=str(directory / WEIGHTS_NAME), strict=strict)
     model.eval()
+    # facts about how the weights were trained, read by the extractor (not constructor args:
+    # they do not change the network)
+    model.output_level = config.get("output_level")
+    model.confidence_map = config.get("confidence")
     if device is not None:
         model.to(device)
     return model

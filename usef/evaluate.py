@@ -8,7 +8,13 @@ reference, sample_rate) -> estimate`` (NumPy in, NumPy out). Outputs in
 - ``metrics.csv``         one row per item, with an ``error`` column for bad items
 - ``failures.csv``        id, error and mixture path of every item that failed
 - ``summary.json``        mean / median / 95 % CI per metric, failure and confusion rates,
-                          the output level (``level``: error against the target, clipping)
+                          the output level (``level``: error against the target, clipping),
+                          target-absent items (``target_absent``) and, when the extractor
+                          returns a ``confidence`` column, how well it ranks (``confidence``)
+
+Target-absent items (an empty ``target`` cell: the reference's talker does not speak in the
+mixture) get no SI-SDR; their row holds ``output_to_mixture_db``, the estimate's energy
+relative to the mixture's (silence is the right answer), and ``target_present`` 0.
 
 A bad item (missing or corrupt file, an exception in ``extract_fn``) is recorded and
 never stops the run.
@@ -52,6 +58,11 @@ LEVEL_COLUMNS = ("peak", "mixture_peak")
 # a mixture within this peak must give an estimate within full scale
 HEADROOM_PEAK = 0.9
 INTERFERER_COLUMNS = ("si_sdr_interferer", "confused")
+PRESENCE_COLUMNS = ("target_present", "output_to_mixture_db")
+# a target-absent output at least this far below its mixture counts as silent
+ABSENT_SILENT_DB = -15.0
+# the confidence report: the items kept when the least confident 10 % are dropped
+DROP_SHARE = 0.10
 REQUIRED_LIST_COLUMNS = ("mixture", "reference", "target")
 FAILURE_COLUMNS = ("id", "error", "mixture")
 
@@ -62,7 +73,8 @@ def read_eval_list(csv_path: str | os.PathLike[str]) -> list[dict[str, str]]:
     """Read an evaluation list CSV into item dicts for :func:`evaluate_list`.
 
     Columns ``mixture, reference, target`` are required, ``id`` and ``interferer``
-    optional. Relative paths are resolved against the CSV's folder; a missing or
+    optional. An empty ``target`` cell marks a target-absent item (the reference's talker
+    does not speak in the mixture; the item has no ``target`` key). Relative paths are resolved against the CSV's folder; a missing or
     empty ``id`` becomes the mixture's file stem. Raises ``ValueError`` naming a
     missing column or a duplicate id, ``FileNotFoundError`` if the CSV is absent.
     """
@@ -91,12 +103,12 @@ def read_eval_list(csv_path: str | os.PathLike[str]) -> list[dict[str, str]]:
     items: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
-        empty = [c for c in REQUIRED_LIST_COLUMNS if not row.get(c)]
+        empty = [c for c in REQUIRED_LIST_COLUMNS if not row.get(c) and c != "target"]
         if empty:
             raise ValueError(
                 f"{csv_path}, line {line}: empty value in column(s) {', '.join(empty)}"
             )
-        item = {c: resolve(row[c]) for c in REQUIRED_LIST_COLUMNS}
+        item = {c: resolve(row[c]) for c in REQUIRED_LIST_COLUMNS if row.get(c)}
         item["id"] = row.get("id") or Path(row["mixture"]).stem
         if row.get("interferer"):
             item["interferer"] = resolve(row["interferer"])
@@ -203,17 +215,17 @@ def _evaluate_item(
     with_pesq: bool,
     with_stoi: bool = True,
 ) -> dict[str, Any]:
-    for key in ("mixture", "reference", "target"):
+    for key in ("mixture", "reference"):
         if not item.get(key):
             raise ValueError(f"item has no {key!r} path")
     mixture, rate = read_mono(item["mixture"], "mixture", sample_rate)
     # every other file is brought to the mixture's rate so samples line up
     reference, _ = read_mono(item["reference"], "reference", rate)
-    target, _ = read_mono(item["target"], "target", rate)
+    target = read_mono(item["target"], "target", rate)[0] if item.get("target") else None
     interferer = None
     if item.get("interferer"):
         interferer, _ = read_mono(item["interferer"], "interferer", rate)
-    if target.shape != mixture.shape:
+    if target is not None and target.shape != mixture.shape:
         raise ValueError(
             f"target has {target.shape[0]} samples but the mixture has {mixture.shape[0]}"
         )
@@ -237,9 +249,24 @@ def _evaluate_item(
         _write_wav_atomic(
             estimates_dir / f"{safe_name(str(item['id']))}.wav", estimate, rate
         )
-    return {**dict(extra), **compute_metrics(
+    presence = {"target_present": int(target is not None),
+                "output_to_mixture_db": energy_ratio_db(estimate, mixture)}
+    if target is None:
+        return {**dict(extra), **presence, "peak": float(np.max(np.abs(estimate), initial=0.0)),
+                "mixture_peak": float(np.max(np.abs(mixture), initial=0.0))}
+    return {**dict(extra), **presence, **compute_metrics(
         estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq, with_stoi=with_stoi
     )}
+
+
+def energy_ratio_db(estimate: np.ndarray, mixture: np.ndarray) -> float:
+    """``10 log10(|estimate|^2 / |mixture|^2)`` in float64, clamped to [-100, 100] dB (nan for a
+    silent mixture)."""
+    mix = float(np.sum(np.asarray(mixture, dtype=np.float64) ** 2))
+    if mix <= 0.0:
+        return float("nan")
+    est = float(np.sum(np.asarray(estimate, dtype=np.float64) ** 2))
+    return float(np.clip(10.0 * np.log10(max(est / mix, 1e-10)), -100.0, 100.0))
 
 
 def evaluate_list(
@@ -308,8 +335,11 @@ def evaluate_list(
 
     has_interferer = any("confused" in row for row in rows)
     extra_columns = sorted({k for row in rows for k in row} - {"id", "mixture", "error", *METRIC_COLUMNS,
-                                                                *LEVEL_COLUMNS, *INTERFERER_COLUMNS})
-    columns = ["id", *extra_columns, *METRIC_COLUMNS, *LEVEL_COLUMNS]
+                                                                *LEVEL_COLUMNS, *INTERFERER_COLUMNS,
+                                                                *PRESENCE_COLUMNS})
+    # the presence columns only when the list has target-absent items: other runs keep their layout
+    presence = list(PRESENCE_COLUMNS) if any(not row.get("target_present", 1) for row in rows) else []
+    columns = ["id", *extra_columns, *presence, *METRIC_COLUMNS, *LEVEL_COLUMNS]
     if has_interferer:
         columns += list(INTERFERER_COLUMNS)
     columns.append("error")
@@ -336,7 +366,8 @@ def evaluate_list(
 def _summarize_rows(
     rows: Sequence[Mapping[str, Any]], has_interferer: bool
 ) -> dict[str, Any]:
-    ok = [row for row in rows if not row["error"]]
+    done = [row for row in rows if not row["error"]]
+    ok = [row for row in done if row.get("target_present", 1)]  # items with a target to score
     names = list(METRIC_COLUMNS) + (["si_sdr_interferer"] if has_interferer else [])
     metrics = {
         name: summarize([row[name] for row in ok if name in row]) for name in names
@@ -344,7 +375,7 @@ def _summarize_rows(
     imps = [row["si_sdr_imp"] for row in ok if math.isfinite(row["si_sdr_imp"])]
     summary: dict[str, Any] = {
         "n_items": len(rows),
-        "n_failed_items": len(rows) - len(ok),
+        "n_failed_items": len(rows) - len(done),
         "metrics": metrics,
         # share of evaluated items the extractor made worse than the mixture
         "failure_rate": (sum(v < 0.0 for v in imps) / len(imps))
@@ -356,7 +387,61 @@ def _summarize_rows(
         flags = [bool(row["confused"]) for row in ok if "confused" in row]
         summary["confusion_rate"] = (sum(flags) / len(flags)) if flags else float("nan")
         summary["n_confusion_items"] = len(flags)
+    absent = [row for row in done if not row.get("target_present", 1)]
+    if absent:
+        summary["target_absent"] = _absent_summary(absent, ok)
+    if any("confidence" in row for row in done):
+        summary["confidence"] = confidence_summary(done)
     return summary
+
+
+def _absent_summary(absent: Sequence[Mapping[str, Any]], present: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Output energy relative to the mixture: target-absent items (silence is right) beside
+    target-present ones."""
+    def values(rows):
+        v = np.asarray([row.get("output_to_mixture_db", np.nan) for row in rows], dtype=np.float64)
+        return v[np.isfinite(v)]
+
+    out, ref = values(absent), values(present)
+    nan = float("nan")
+    return {
+        "n": len(absent),
+        "output_to_mixture_db_median": float(np.median(out)) if out.size else nan,
+        f"share_below_{-ABSENT_SILENT_DB:g}db": float(np.mean(out <= ABSENT_SILENT_DB)) if out.size else nan,
+        "present_output_to_mixture_db_median": float(np.median(ref)) if ref.size else nan,
+    }
+
+
+def confidence_summary(rows: Sequence[Mapping[str, Any]], threshold: float | None = None) -> dict[str, Any]:
+    """How well the ``confidence`` column ranks outputs (ROC AUC, :func:`usef.confidence.roc_auc`):
+    target-present against target-absent items, and among present items correct against
+    confused ones; at ``threshold`` (default: the ``confidence_threshold`` column, else 0.5) the
+    false-alarm rate (absent items accepted) and the miss rate; and the SI-SDRi of the present
+    items kept when the least confident ``DROP_SHARE`` of them are dropped."""
+    from usef.confidence import roc_auc  # NumPy only
+
+    scored = [row for row in rows if math.isfinite(float(row.get("confidence", float("nan"))))]
+    if threshold is None:
+        given = [float(row["confidence_threshold"]) for row in scored if "confidence_threshold" in row]
+        threshold = given[0] if given else 0.5
+    present = [row for row in scored if row.get("target_present", 1)]
+    absent = [row for row in scored if not row.get("target_present", 1)]
+    judged = [row for row in present if "confused" in row and math.isfinite(float(row["confused"]))]
+    nan = float("nan")
+    out: dict[str, Any] = {"n": len(scored), "threshold": float(threshold)}
+    out["auc_present_vs_absent"] = roc_auc([r["confidence"] for r in present + absent],
+                                           [1] * len(present) + [0] * len(absent))
+    out["auc_correct_vs_confused"] = roc_auc([r["confidence"] for r in judged],
+                                             [int(not r["confused"]) for r in judged])
+    out["false_alarm_rate"] = (sum(r["confidence"] >= threshold for r in absent) / len(absent)) if absent else nan
+    out["miss_rate"] = (sum(r["confidence"] < threshold for r in present) / len(present)) if present else nan
+    imps = [(r["confidence"], r["si_sdr_imp"]) for r in present if math.isfinite(r.get("si_sdr_imp", nan))]
+    if imps:
+        imps.sort(key=lambda pair: pair[0])
+        kept = imps[int(round(DROP_SHARE * len(imps))):]
+        out["si_sdr_imp_all"] = float(np.mean([v for _, v in imps]))
+        out[f"si_sdr_imp_kept_drop{int(DROP_SHARE * 100)}"] = float(np.mean([v for _, v in kept]))
+    return out
 
 
 def _level_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -274,6 +274,7 @@ def onnx_config(model: nn.Module, name: str, opset: int) -> dict[str, Any]:
         "normalise_eps": NORMALISE_EPS,
         "spectral_output": model.spectral_output,
         "min_reference_seconds": float(model.min_reference_seconds),
+        "output_level": getattr(model, "output_level", None),
         "graphs": {
             "reference": {"file": REFERENCE_NAME, "inputs": {"reference_spec": "(B, 2, T_ref, F)"},
                           "outputs": {"keys": "(B, L, T_ref, E*F)", "values": "(B, L, T_ref, (C/L)*F)"}},

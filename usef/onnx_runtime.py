@@ -43,7 +43,7 @@ _FULL_SCALE = 0.999
 _MIN_MIXTURE_SECONDS = 0.1
 # folder layout version written by usef.onnx_export (FORMAT there)
 _FORMAT = 1
-LEVELS = ("mixture", "model")
+LEVELS = audio.LEVELS
 
 AudioInput = Union[str, os.PathLike, np.ndarray]  # noqa: UP007 (runtime alias, py3.9)
 Condition = dict[str, np.ndarray]
@@ -177,7 +177,7 @@ class OnnxExtractor:
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         overlap: float = DEFAULT_OVERLAP,
         max_reference_seconds: float = DEFAULT_MAX_REFERENCE_SECONDS,
-        level: str = "mixture",
+        level: str = "auto",
         providers: Sequence[str] | None = None,
         spinning: bool = False,
     ) -> None:
@@ -194,8 +194,7 @@ class OnnxExtractor:
             raise ValueError(f"model: cannot read {directory / 'config.json'}: {exc}") from None
         if not isinstance(config, dict) or config.get("format") != _FORMAT:
             raise ValueError(f"model: {directory / 'config.json'} is not a usef ONNX config of format {_FORMAT}")
-        if level not in LEVELS:
-            raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
+        rule = audio.resolve_level(level, config.get("output_level"))
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         if not (np.isfinite(max_reference_seconds) and max_reference_seconds > 0):
@@ -217,7 +216,7 @@ class OnnxExtractor:
         self.chunk_seconds = _check_chunk_seconds(chunk_seconds)
         self.overlap = float(overlap)
         self.max_reference_seconds = float(max_reference_seconds)
-        self.level = level
+        self.level = rule  # "mixture" | "calibrated" | "model", as usef.Extractor
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -280,6 +279,8 @@ class OnnxExtractor:
         out = out[:, :length]
         if self.level == "mixture":
             out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
+        elif self.level == "calibrated":
+            out = audio.limit_peak(out, mixtures[:, :length], _FULL_SCALE)
         return out
 
     def _chunked(self, wave: np.ndarray, condition: Condition, chunk: int,
@@ -295,7 +296,7 @@ class OnnxExtractor:
             estimate = np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
         estimate = audio.fit_length(audio.resample(estimate, self.sample_rate, rate), length)
         peak = float(np.max(np.abs(estimate))) if estimate.size else 0.0
-        if self.level == "mixture" and input_peak <= 1.0 and peak > _FULL_SCALE:
+        if self.level != "model" and input_peak <= 1.0 and peak > _FULL_SCALE:
             # resampling to the caller's rate can overshoot the model-rate peak guard slightly
             estimate = estimate * np.float32(_FULL_SCALE / peak)
         return estimate

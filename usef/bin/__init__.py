@@ -52,13 +52,15 @@ def rate_of(path) -> int | None:
         return None
 
 
-def load_model_or_usage_error(spec: str, device: str | None = None, sample_rate: int | None = None):
+def load_model_or_usage_error(spec: str, device: str | None = None, sample_rate: int | None = None,
+                              **options):
     """``usef.load_model`` for a command line: any failure to load (unknown name, bad folder, bad
-    device) is a configuration problem of the user's, so it becomes a :class:`UsageError`."""
+    device) is a configuration problem of the user's, so it becomes a :class:`UsageError`.
+    ``options`` are :class:`usef.Extractor` settings (e.g. ``level``)."""
     import usef  # lazy: keeps --help fast; looked up on the package, where tests substitute a fake
 
     try:
-        return usef.load_model(spec, device=device, sample_rate=sample_rate)
+        return usef.load_model(spec, device=device, sample_rate=sample_rate, **options)
     except Exception as exc:
         raise UsageError(f"cannot load model {spec!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -71,8 +73,8 @@ class ModelsByRate:
     ``models(rate)`` returns the :class:`usef.Extractor`; its ``name`` says which one served.
     """
 
-    def __init__(self, spec: str, device: str | None = None) -> None:
-        self.spec, self.device = spec, device
+    def __init__(self, spec: str, device: str | None = None, **options) -> None:
+        self.spec, self.device, self.options = spec, device, options
         self._loaded: dict[str, object] = {}
 
     def __call__(self, sample_rate: int | None):
@@ -86,7 +88,8 @@ class ModelsByRate:
                 key = f"default@{sample_rate}"
         if key not in self._loaded:
             # "default" is resolved by usef.load_model itself: the one place the rule lives
-            self._loaded[key] = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate)
+            self._loaded[key] = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate,
+                                                          **self.options)
         return self._loaded[key]
 
 

@@ -34,6 +34,7 @@ from usef.data.librimix import (
     read_metadata,
     write_enrollment_list,
 )
+from usef.audio import LEVELS
 from usef.evaluate import METRIC_COLUMNS, evaluate_list, read_eval_list
 
 logger = logging.getLogger("usef.eval")
@@ -81,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-stoi", action="store_true", help="skip STOI")
     add("--no-estimates", action="store_true", help="do not write estimates/<id>.wav")
     add("--limit", type=int, default=None, help="evaluate only the first N items")
+    add("--confidence", action="store_true",
+        help="also score each output's confidence (two more model passes; needs a model with a fitted "
+             "confidence map): a confidence column, AUCs and false alarms in summary.json")
+    add("--level", choices=LEVELS, default="auto",
+        help="output level rule (default auto: the model's own level when it was trained, else fitted to "
+             "the mixture)")
     add_threads_option(parser)
     add = parser.add_argument_group("Libri2Mix options").add_argument
     add("--subset", default="test", help="test | dev | train-100 | train-360")
@@ -196,6 +203,16 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
         print(f"output level vs target: median {_format(level['median_db'])} dB, 95 % within "
               f"+-{_format(level['abs_p95_db'])} dB; over full scale: {level['n_over_full_scale']} of "
               f"{level['n_headroom_items']} items whose mixture peaks <= 0.9")
+    absent = summary.get("target_absent")
+    if absent:
+        print(f"target-absent items: {absent['n']}, output vs mixture median "
+              f"{_format(absent['output_to_mixture_db_median'])} dB (target-present items: "
+              f"{_format(absent['present_output_to_mixture_db_median'])} dB)")
+    conf = summary.get("confidence")
+    if conf:
+        print(f"confidence AUC: present vs absent {_format(conf['auc_present_vs_absent'])}, correct vs confused "
+              f"{_format(conf['auc_correct_vs_confused'])}; at {_format(conf['threshold'])}: false alarms "
+              f"{_format(conf['false_alarm_rate'])}, misses {_format(conf['miss_rate'])}")
     print(
         f"items: {summary['n_items']}, errors: {summary['n_failed_items']}; results in {out_dir}"
     )
@@ -238,7 +255,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     apply_threads(args.threads)
-    models = ModelsByRate(args.model, args.device)
+    models = ModelsByRate(args.model, args.device, level=args.level)
     # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
     # before any item runs, not a failure of every item
     for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:
@@ -255,7 +272,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         metadata["model"]["name"] = " + ".join(sorted(served))  # what `usef compare` shows
         if len(rates) == 1:
             metadata["model"]["sample_rate"] = int(model.sample_rate)
-        return model.extract(mixture, reference, sample_rate=rate), {"model": model.name}
+        if not args.confidence:
+            return model.extract(mixture, reference, sample_rate=rate), {"model": model.name}
+        estimate, score = model.extract(mixture, reference, sample_rate=rate, return_confidence=True)
+        return estimate, {"model": model.name, "confidence": score,
+                          "confidence_threshold": model.confidence_map().threshold}
 
     metadata = {
         # items per model and each model's rate, filled in while the run goes

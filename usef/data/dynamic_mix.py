@@ -107,6 +107,10 @@ class DynamicMixConfig:
     # channel mismatch: the reference gets a random smooth EQ of +-reference_eq_db
     p_reference_eq: float = 0.0
     reference_eq_db: float = 6.0
+    # target absent (USEF-TP style): with this probability the target does not speak in the
+    # mixture (interferers and noise only) and the training target is silence. Drawn from its
+    # own RNG stream, so the other examples are the same as with 0.0
+    p_target_absent: float = 0.0
     length: int = 10_000_000
     seed: int = 0
     rank: int = 0
@@ -117,7 +121,8 @@ class DynamicMixConfig:
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-        for name in ("p_noise", "p_speed", "p_reverb", "p_similar_interferer", "p_reference_eq"):
+        for name in ("p_noise", "p_speed", "p_reverb", "p_similar_interferer", "p_reference_eq",
+                     "p_target_absent"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         probs = np.asarray(self.interferer_probs, dtype=float)
@@ -162,6 +167,7 @@ class MixPlan:
     rt60: float | None
     reference_rt60: float | None
     reference_eq_db: tuple[float, ...] | None = None  # gains of :func:`equalize`
+    target_absent: bool = False  # the target crop then only says whose reference it is
 
 
 class DynamicMixDataset(Dataset):
@@ -169,7 +175,8 @@ class DynamicMixDataset(Dataset):
 
     Keys: ``mixture``, ``target``, ``interferer``, ``noise`` float32 (T,);
     ``reference`` float32 (T_ref,); ``speaker`` str (the target's id); with ``dvectors``
-    also ``embedding`` float32 (E,).
+    also ``embedding`` float32 (E,); with ``p_target_absent > 0`` also ``target_present`` int
+    (0: the target does not speak, ``target`` is all zeros and the SIR is not applied).
     Change ``sir_range`` (or :meth:`with_config`) between epochs for a curriculum;
     workers pick the change up when the DataLoader iterator is recreated.
     """
@@ -228,15 +235,17 @@ class DynamicMixDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = self._rng(index)
-        plan = self._plan(rng)
+        plan = self._plan(rng, index)
         example = self._render(plan, rng)
         if self.dvectors is not None:
             example["embedding"] = self._reference_vector(plan.target, plan.reference)
+        if self.config.p_target_absent > 0:
+            example["target_present"] = int(not plan.target_absent)
         return example
 
     def plan(self, index: int) -> MixPlan:
         """The random choices behind ``self[index]`` (for inspection and tests)."""
-        return self._plan(self._rng(index))
+        return self._plan(self._rng(index), index)
 
     # -- planning -----------------------------------------------------------
     def _seconds(self, s: float) -> int:
@@ -287,7 +296,14 @@ class DynamicMixDataset(Dataset):
         target = self._segment_crop(rng, speaker, k, factor, seg, tgt_region)
         return target, Crop(speaker, k, ref_start, ref_start + ref_len, factor)
 
-    def _plan(self, rng: np.random.Generator) -> MixPlan:
+    def _absent(self, index: int) -> bool:
+        c = self.config
+        if c.p_target_absent <= 0:
+            return False
+        # a stream of its own: switching absent targets on leaves every other draw as it was
+        return bool(np.random.default_rng([c.seed, c.rank, c.epoch, int(index), 1]).random() < c.p_target_absent)
+
+    def _plan(self, rng: np.random.Generator, index: int) -> MixPlan:
         c = self.config
         speakers = self.speech.speakers
         seg = self._seconds(c.segment_seconds)
@@ -325,7 +341,7 @@ class DynamicMixDataset(Dataset):
             eq = tuple(float(g) for g in rng.uniform(-c.reference_eq_db, c.reference_eq_db, _EQ_BANDS))
         return MixPlan(pair[0], pair[1], tuple(interferers), float(rng.uniform(*c.sir_range)),
                        float(rng.uniform(*c.gain_dbfs_range)), float(rng.uniform(*c.gain_dbfs_range)),
-                       noise, rt60, ref_rt60, eq)
+                       noise, rt60, ref_rt60, eq, self._absent(index))
 
     def _reference_vector(self, target: Crop, reference: Crop) -> np.ndarray | None:
         """The table's vector of the reference's source crop, never using a window that
@@ -367,12 +383,14 @@ class DynamicMixDataset(Dataset):
     def _render(self, plan: MixPlan, rng: np.random.Generator) -> dict:
         seg = self._seconds(self.config.segment_seconds)
         target_mix, target = self._reverb(rng, self._audio(plan.target, seg), plan.rt60)
+        if plan.target_absent:
+            target_mix, target = np.zeros(seg), np.zeros(seg)
         interferer = np.zeros(seg)
         for crop in plan.interferers:
             x = self._reverb(rng, self._audio(crop, seg), plan.rt60)[0]
             interferer += x / math.sqrt(max(power(x), 1e-20))  # equal power per talker
         p_int = power(interferer)
-        if p_int > 0:
+        if p_int > 0 and not plan.target_absent:
             interferer *= math.sqrt(power(target) / p_int / 10 ** (plan.sir_db / 10))
         speech = target_mix + interferer
         noise = np.zeros(seg)

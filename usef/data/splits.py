@@ -140,7 +140,9 @@ def make_fixed_examples(dataset: SeededExamples, n: int, seed: int) -> list[dict
 def write_eval_set(examples: Sequence[dict], out_dir: PathLike, sample_rate: int) -> Path:
     """Write examples as 16-bit WAVs under ``mixture/ target/ reference/ interferer/`` plus
     ``eval.csv`` (``id,mixture,reference,target,interferer``, paths relative to ``out_dir``),
-    the list format ``usef eval --list`` reads. Returns the CSV path."""
+    the list format ``usef eval --list`` reads. An example with ``target_present`` 0 (its
+    reference talker does not speak in the mixture) gets an empty ``target`` cell and no target
+    file. Returns the CSV path."""
     import soundfile  # lazy: only writing an eval set needs it
 
     if not examples:
@@ -157,6 +159,9 @@ def write_eval_set(examples: Sequence[dict], out_dir: PathLike, sample_rate: int
             uid = f"{i:06d}"
             row = [uid]
             for name in fields:
+                if name == "target" and not int(ex.get("target_present", 1)):
+                    row.append("")
+                    continue
                 if name not in ex:
                     raise ValueError(f"examples[{i}] lacks {name!r}")
                 x = np.asarray(ex[name], dtype=np.float32)

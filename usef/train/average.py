@@ -15,7 +15,7 @@ from typing import Any, Union
 import torch
 from safetensors.torch import load_file
 
-from usef.checkpoint import WEIGHTS_NAME, load_pretrained, load_state, save_pretrained
+from usef.checkpoint import WEIGHTS_NAME, load_pretrained, load_state, read_config, save_pretrained
 from usef.train import state
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,10 @@ def average_checkpoints(directories: Sequence[PathLike], out_dir: PathLike,
     model = load_pretrained(directories[0])
     load_state(model, average_state_dicts(directories), source="averaged weights", strict=True)
     record = {"checkpoints": [str(Path(d).name) for d in directories], **(info or {})}
-    return save_pretrained(model, out_dir, extra={"averaged": record})
+    # what the sources say about how they were trained holds for their average too
+    kept = {key: model_attr for key in ("output_level", "confidence")
+            if (model_attr := read_config(directories[0]).get(key)) is not None}
+    return save_pretrained(model, out_dir, extra={**kept, "averaged": record})
 
 
 def average_best(exp_dir: PathLike, best: int = 0, last: int = 0, out_dir: PathLike | None = None) -> Path:

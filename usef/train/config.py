@@ -25,6 +25,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # torch intra-op threads for this run (None: torch's default). On a shared CPU machine
     # one thread per busy process avoids the 3-10x slowdown of oversubscribed OpenMP pools.
     "threads": None,
+    # loss floor of target-absent items (data.mix.p_target_absent > 0): output energy this
+    # many dB below the mixture counts as silence
+    "absent_floor_db": -30.0,
 }
 DEV_DEFAULTS: dict[str, Any] = {"n_items": 200, "seed": 20250, "batch_size": 1, "segment_seconds": None, "mix": {}}
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

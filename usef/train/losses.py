@@ -1,4 +1,5 @@
-"""Training losses on waveform batches: negative SI-SDR and negative SNR.
+"""Training losses on waveform batches: negative SI-SDR and negative SNR, and the
+energy loss for mixtures in which the target does not speak.
 
 Both follow ``usef.metrics`` exactly (same ``eps`` placement), so the training
 curve and the evaluation table report the same number with opposite sign.
@@ -12,7 +13,7 @@ import torch
 
 from usef.modules.encoder import valid_mask
 
-__all__ = ["neg_si_sdr", "neg_snr"]
+__all__ = ["neg_si_sdr", "neg_snr"]  # the names train.loss may take (loss per target-present item)
 
 _REDUCTIONS = ("mean", "none")
 
@@ -112,3 +113,57 @@ def neg_snr(
         target = target * mask
     ratio = ((target**2).sum(dim=1) + eps) / ((error**2).sum(dim=1) + eps)
     return _reduce(-10.0 * torch.log10(ratio), reduction)
+
+
+def absent_energy(
+    estimate: torch.Tensor,
+    mixture: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    floor_db: float = -30.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Output energy relative to the mixture, ``10 log10(|est|^2 / |mix|^2 + 10^(floor_db/10))``
+    in dB: the loss of an item whose target is absent (its reference talker does not speak),
+    where the right output is silence.
+
+    Relative to the mixture, so the loss does not depend on the mixture's level; the floor
+    stops the push once the output is ``-floor_db`` dB below the mixture, so silent outputs
+    are not bought with ever larger weights. Only meaningful beside a scale-dependent loss on
+    target-present items (``neg_snr``): beside a scale-invariant one, shrinking every output
+    would satisfy it.
+
+    Shape:
+        estimate, mixture: (B, T); lengths: (B,) int64
+        returns: () for ``reduction="mean"``, (B,) for ``"none"``
+    """
+    _check(estimate, mixture, reduction)
+    mask = _mask(estimate, lengths)
+    if mask is not None:
+        estimate = estimate * mask
+        mixture = mixture * mask
+    ratio = (estimate**2).sum(dim=1) / ((mixture**2).sum(dim=1) + 1e-8)
+    return _reduce(10.0 * torch.log10(ratio + 10.0 ** (floor_db / 10.0)), reduction)
+
+
+def tse_loss(
+    estimate: torch.Tensor,
+    batch: dict,
+    present_loss: str = "neg_si_sdr",
+    absent_floor_db: float = -30.0,
+) -> torch.Tensor:
+    """The batch loss: ``present_loss`` on items whose target speaks, :func:`absent_energy` on
+    those with ``batch["target_present"] == 0``; the mean over all items.
+
+    Shape:
+        estimate, batch["target"], batch["mixture"]: (B, T); batch["target_present"]: (B,)
+        returns: ()
+    """
+    if present_loss not in __all__:
+        raise ValueError(f"present_loss must be one of {__all__}, got {present_loss!r}")
+    lengths = batch.get("lengths")
+    per_item = globals()[present_loss](estimate, batch["target"], lengths, reduction="none")
+    present = batch.get("target_present")
+    if present is None:
+        return per_item.mean()
+    absent = absent_energy(estimate, batch["mixture"], lengths, absent_floor_db, reduction="none")
+    return torch.where(present.to(per_item.device).bool(), per_item, absent).mean()

@@ -125,8 +125,22 @@ def _autocast(cfg: dict[str, Any], device: torch.device):
     if device.type == "cuda" and t["bf16"] and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cpu" and t["bf16_cpu"]:
+        if not cpu_has_native_bf16():
+            # without AVX512-BF16/AMX bf16 is emulated: measured several times slower than fp32
+            # on an AVX2-only AMD EPYC, so the setting would only cost time
+            logger.warning("train.bf16_cpu is set but this CPU has no native bf16 (%s): training in fp32",
+                           torch.backends.cpu.get_cpu_capability())
+            return contextlib.nullcontext()
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _optimizer(model: torch.nn.Module, t: dict[str, Any]) -> torch.optim.Optimizer:
@@ -170,7 +184,8 @@ def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], devi
     """SI-SDR(i) of every dev item; this rank runs batches ``rank::world`` and results are
     gathered. Returns means (nan when an estimate is not finite), failure rate (SI-SDRi < 0 or
     not finite) and confusion rate (closer to the interferer than to the target, when the dev
-    set has interferers)."""
+    set has interferers), over the items whose target speaks; with target-absent items
+    (``target_present`` 0) also the median output-to-mixture energy of those (``absent_energy_db``)."""
     net = _unwrap(model)
     was_training = net.training
     net.eval()
@@ -181,31 +196,47 @@ def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], devi
             estimate = _forward(net, batch)
         estimate = estimate.float().cpu().numpy()
         lengths = batch.get("lengths")
+        present = batch.get("target_present")
         for b in range(estimate.shape[0]):
             n = int(lengths[b]) if lengths is not None else estimate.shape[1]
             if not np.isfinite(estimate[b, :n]).all():  # a diverged model: report it, do not crash
-                rows.append([float("nan")] * 3)
+                rows.append([float("nan")] * 3 + [float(present is None or bool(present[b]))])
+                continue
+            if present is not None and not bool(present[b]):
+                mix = batch["mixture"][b, :n].cpu().numpy().astype(np.float64)
+                energy = float(np.sum(estimate[b, :n].astype(np.float64) ** 2))
+                rows.append([float("nan"), _energy_ratio_db(energy, float(np.sum(mix**2))), float("nan"), 0.0])
                 continue
             target = batch["target"][b, :n].cpu().numpy()
             out = si_sdr(estimate[b, :n], target)
             row = [out, out - si_sdr(batch["mixture"][b, :n].cpu().numpy(), target), float("nan")]
             if "interferer" in batch:
                 row[2] = float(si_sdr(estimate[b, :n], batch["interferer"][b, :n].cpu().numpy()) > out)
-            rows.append(row)
+            rows.append(row + [1.0])
     if info.world > 1:
         gathered: list[Any] = [None] * info.world
         dist.all_gather_object(gathered, rows)
         rows = [r for part in gathered for r in part]
     net.train(was_training)
-    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+    everything = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+    arr, absent = everything[everything[:, 3] == 1.0], everything[everything[:, 3] == 0.0]
     confused = arr[:, 2][np.isfinite(arr[:, 2])]
-    return {
+    metrics = {
         "si_sdr": float(arr[:, 0].mean()) if len(arr) else float("nan"),
         "si_sdr_imp": float(arr[:, 1].mean()) if len(arr) else float("nan"),
         "failure_rate": float((~(arr[:, 1] >= 0)).mean()) if len(arr) else float("nan"),
         "confusion_rate": float(confused.mean()) if len(confused) else None,
         "n": len(arr),
     }
+    if len(absent):  # target-absent items: output energy relative to the mixture, in dB
+        metrics.update(absent_energy_db=float(np.median(absent[:, 1])), n_absent=len(absent))
+    return metrics
+
+
+def _energy_ratio_db(energy: float, reference: float) -> float:
+    if reference <= 0:
+        return float("nan")
+    return float(10.0 * np.log10(max(energy / reference, 1e-10)))
 
 
 # --------------------------------------------------------------------------- training
@@ -260,7 +291,6 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     optimizer = _optimizer(model, t)
     scheduler = WarmupDecay(optimizer, float(t["lr"]), int(t["warmup_steps"]), int(t["max_steps"]),
                             str(t["decay"]), float(t["min_lr"]))
-    loss_fn = getattr(losses, t["loss"])
 
     step, rng_to_restore, best = 0, None, None
     ckpt = state.latest_checkpoint(exp_dir) if resume else None
@@ -331,7 +361,7 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             with sync:
                 with autocast:
                     estimate = _forward(model, batch)
-                loss = loss_fn(estimate.float(), batch["target"], batch.get("lengths"))
+                loss = losses.tse_loss(estimate.float(), batch, t["loss"], float(t["absent_floor_db"]))
                 (loss / accum).backward()
             window["loss"] += loss.detach() / accum
         clip = float(t["grad_clip"]) if t["grad_clip"] else math.inf
@@ -398,7 +428,9 @@ def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
                        "rng": rngs, "world_size": info.world,
                        "data": {"micro_batches": step * int(t["grad_accum"]), "batch_size": int(t["batch_size"])}}
         meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": net.name}
-        path = state.save_checkpoint(exp_dir, step, lambda d: save_pretrained(net, d), train_state, meta)
+        # a scale-dependent loss trains the output level too: the extractor then keeps it
+        extra = {"output_level": "calibrated"} if t["loss"] == "neg_snr" else None
+        path = state.save_checkpoint(exp_dir, step, lambda d: save_pretrained(net, d, extra), train_state, meta)
         score = state.dev_score(meta)
         if score is not None and (best is None or score > float(best["si_sdr_imp"])):
             best = {"step": step, **dev_metrics}
