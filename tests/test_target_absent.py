@@ -244,3 +244,43 @@ def test_absent_item_files(tmp_path):
     summary = evaluate_list(items, lambda m, r, sr: np.zeros_like(m), tmp_path / "out", with_pesq=False)
     assert summary["n_failed_items"] == 0, (tmp_path / "out" / "failures.csv").read_text()
     assert summary["target_absent"]["output_to_mixture_db_median"] == -100.0
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_extract_and_eval_with_confidence(tmp_path):
+    import yaml
+
+    from usef.bin import eval as eval_cli
+    from usef.bin import extract as extract_cli
+    from usef.models import build_model
+
+    torch.manual_seed(1)
+    model_dir = tmp_path / "tiny"
+    build_model("usef_conformer", preset="tiny", sample_rate=SR).save_pretrained(model_dir)
+    rng = np.random.default_rng(5)
+    for name in ("m0", "m1", "r0"):
+        sf.write(tmp_path / f"{name}.wav", (0.1 * rng.standard_normal(SR)).astype(np.float32), SR)
+    (tmp_path / "pairs.csv").write_text("id,mixture,reference\na,m0.wav,r0.wav\nb,m1.wav,r0.wav\n", encoding="utf-8")
+    argv = ["--list", str(tmp_path / "pairs.csv"), "--out-dir", str(tmp_path / "out"), "--model", str(model_dir),
+            "--confidence", "--threads", "1"]
+    assert extract_cli.main(argv) == 1  # no fitted map: every item fails, with the reason
+    failures = (tmp_path / "out" / "failures.csv").read_text(encoding="utf-8")
+    assert "confidence map" in failures and not (tmp_path / "out" / "confidence.csv").exists()
+
+    config = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    config["confidence"] = ConfidenceMap((0.05, 0.05, -0.05), 0.2, 0.4).to_dict()
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert extract_cli.main(argv) == 0
+    with open(tmp_path / "out" / "confidence.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"a", "b"} and all(0.0 <= float(r["confidence"]) <= 1.0 for r in rows.values())
+    assert {r["threshold"] for r in rows.values()} == {"0.4"}
+    assert not (tmp_path / "out" / "failures.csv").exists()
+
+    (tmp_path / "eval.csv").write_text("id,mixture,reference,target\na,m0.wav,r0.wav,m1.wav\nb,m1.wav,r0.wav,\n",
+                                       encoding="utf-8")
+    assert eval_cli.main(["--list", str(tmp_path / "eval.csv"), "--out-dir", str(tmp_path / "ev"), "--model",
+                          str(model_dir), "--confidence", "--no-pesq", "--no-stoi", "--threads", "1"]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["confidence"]["threshold"] == 0.4 and summary["target_absent"]["n"] == 1
+    assert summary["confidence"]["auc_present_vs_absent"] in (0.0, 0.5, 1.0)

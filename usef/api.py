@@ -400,6 +400,7 @@ class Extractor:
         chunk_seconds: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         return_confidence: bool = False,
+        return_features: bool = False,
     ):
         """Extract the reference talker from the mixture.
 
@@ -422,6 +423,8 @@ class Extractor:
                 enrolled talker (low when another talker was extracted or the target does not
                 speak; :mod:`usef.confidence`): each result becomes ``(estimate, confidence)``.
                 Costs two more model passes; needs a model with a fitted confidence map.
+            return_features: each result becomes ``(estimate, features)``, the ``(3,)`` dB cues of
+                :data:`usef.confidence.FEATURES` (what a confidence map is fitted on).
 
         Shape:
             mixture ``(T_mix,)`` or ``(C, T_mix)``; reference ``(T_ref,)`` or
@@ -447,7 +450,10 @@ class Extractor:
         if reference_sample_rate is not None:
             check_sample_rate(reference_sample_rate, "reference_sample_rate")
         chunk = round((chunk_seconds or self.chunk_seconds) * self.sample_rate)
+        if return_confidence and return_features:
+            raise ValueError("return_confidence and return_features: ask for one of them")
         scorer = self.confidence_map() if return_confidence else None
+        want_energy = return_confidence or return_features
         results: list = [None] * len(mixtures)
         energy: list = [None] * len(mixtures)  # (5,) summed energies per item, for the confidence
         groups: dict = {}
@@ -459,7 +465,7 @@ class Extractor:
                     results[i] = self._finish(np.zeros_like(mix.wave), mix)
                 elif mix.wave.shape[0] > chunk:
                     condition = self._condition([ref], [emb])
-                    sink: list | None = [] if scorer else None
+                    sink: list | None = [] if want_energy else None
                     results[i] = self._finish(self._chunked(mix.wave, condition, chunk, progress, sink), mix)
                     if sink:
                         energy[i] = np.concatenate(sink).sum(axis=0)
@@ -471,16 +477,20 @@ class Extractor:
                 for first in range(0, len(items), self.batch_size):
                     batch = items[first : first + self.batch_size]
                     condition = self._condition([b[2] for b in batch], [b[3] for b in batch])
-                    sink = [] if scorer else None
+                    sink = [] if want_energy else None
                     estimates = self._forward(np.stack([b[1].wave for b in batch]), condition, sink)
                     for k, ((i, mix, _, _), est) in enumerate(zip(batch, estimates)):
                         results[i] = self._finish(est, mix)
                         if sink:
                             energy[i] = sink[0][k]
-        if scorer is not None:
-            # a silent mixture holds nobody: confidence 0
-            results = [(out, float(scorer(confidence_module.features(e[None]))[0]) if e is not None else 0.0)
-                       for out, e in zip(results, energy)]
+        if want_energy:
+            # a silent mixture holds nobody: every energy 0, confidence 0
+            feats = confidence_module.features(np.stack([e if e is not None else np.zeros(5) for e in energy]))
+            if scorer is not None:
+                scores = [float(v) if e is not None else 0.0 for v, e in zip(scorer(feats), energy)]
+                results = list(zip(results, scores))
+            else:
+                results = list(zip(results, feats))
         return results[0] if single else results
 
 

@@ -159,11 +159,14 @@ def resolve_device(device: None | str | torch.device = None) -> torch.device:
 def load_cached(path: str | os.PathLike, device: torch.device) -> torch.nn.Module:
     """Load (or reuse) the model in ``path`` on ``device``, in eval mode.
 
-    The cache key includes the weights' mtime so an overwritten directory is
-    reloaded.
+    The cache key includes the mtimes of the weights and of ``config.yaml`` so an overwritten
+    directory is reloaded (the config carries more than the architecture: the output level
+    rule and the confidence map).
     """
     path = Path(path).resolve()
-    key = (str(path), str(device), (path / WEIGHTS_FILE).stat().st_mtime_ns)
+    config = path / "config.yaml"
+    key = (str(path), str(device), (path / WEIGHTS_FILE).stat().st_mtime_ns,
+           config.stat().st_mtime_ns if config.is_file() else None)
     with _CACHE_LOCK:
         model = _CACHE.get(key)
         if model is None:

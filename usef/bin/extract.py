@@ -74,10 +74,16 @@ when no row is left, so a clean run never erases another list's failures.
 
 An existing output is never replaced without --overwrite: list mode keeps it
 (resume), single-pair mode stops with exit code 2.
+
+--confidence scores each output (usef.confidence: two more model passes; the model needs a
+fitted confidence map): single-pair mode prints it, list mode writes confidence.csv (id, model,
+confidence, threshold), replacing only the rows of the items extracted in this run.
 """
 
 FAILURES_NAME = "failures.csv"
 FAILURE_FIELDS = ["id", "mixture", "reference", "model", "error"]
+CONFIDENCE_NAME = "confidence.csv"
+CONFIDENCE_FIELDS = ["id", "model", "confidence", "threshold"]
 # Shorter chunks than this give the separator too little context: 0.5 s is ~30 STFT frames of
 # the bundled models (32 ms window, 16 ms hop), the same floor as the shortest reference the
 # models accept (min_reference_seconds); each chunk boundary also costs a cross-fade.
@@ -130,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write 32-bit float WAV instead of 16-bit PCM")
     parser.add_argument("--barrier-timeout", type=float, default=3600.0,
                         help="seconds rank 0 waits for the other ranks (sharded runs)")
+    parser.add_argument("--confidence", action="store_true",
+                        help="score how sure the model is that each output is the enrolled talker "
+                             "(printed, or confidence.csv in list mode)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch, or onnx: --model is a folder written by `usef export MODEL --onnx DIR`, "
                              "run with onnxruntime on the CPU (pip install 'usef[onnx]'; no enrollments or "
@@ -312,8 +321,9 @@ def _remove_stale_temporaries(out_dir: Path, item_id: str) -> None:
 
 
 def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argparse.Namespace,
-              desc: str = "") -> list[dict]:
-    """Extract every item (reading/writing in threads); returns the failure rows.
+              desc: str = "", scores: list[dict] | None = None) -> list[dict]:
+    """Extract every item (reading/writing in threads); returns the failure rows. With
+    ``args.confidence`` each written item's confidence row is appended to ``scores``.
 
     Raises:
         UsageError: a model cannot be loaded (configuration, not an item's fault).
@@ -411,7 +421,12 @@ def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argp
                     estimate = extractor.extract(
                         mixture, reference if enrollment is None else enrollment, embedding=item.embedding or None,
                         sample_rate=mix_rate,
-                        reference_sample_rate=ref_rate, chunk_seconds=args.chunk_seconds)
+                        reference_sample_rate=ref_rate, chunk_seconds=args.chunk_seconds,
+                        **({"return_confidence": True} if args.confidence else {}))
+                    if args.confidence:
+                        estimate, score = estimate
+                        scores.append({"id": item.id, "model": extractor.name, "confidence": f"{score:.4f}",
+                                       "threshold": extractor.confidence_map().threshold})
                 except Exception as exc:  # noqa: BLE001 -- recorded in failures.csv
                     failures.append(_failure(item, _error_text(exc), extractor.name))
                     progress.update(1)
@@ -472,18 +487,20 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def update_failures(out_dir: Path, owned_ids: set[str], failures: list[dict]) -> int:
-    """Replace the rows of ``owned_ids`` in ``out_dir/failures.csv`` with ``failures``.
+def update_failures(out_dir: Path, owned_ids: set[str], failures: list[dict],
+                    name: str = FAILURES_NAME, fields: list[str] = FAILURE_FIELDS) -> int:
+    """Replace the rows of ``owned_ids`` in ``out_dir/failures.csv`` (or another ``name`` with its
+    ``fields``) with ``failures``.
 
     Rows of other ids (other lists' runs into the same folder) are kept; the file is deleted
     when no row is left. Returns the number of rows of other lists kept.
     """
-    path = out_dir / FAILURES_NAME
+    path = out_dir / name
     with _folder_lock(out_dir):
         others = [row for row in _read_rows(path) if row.get("id", "") not in owned_ids]
         rows = others + failures
         if rows:
-            _write_csv(path, rows, FAILURE_FIELDS)
+            _write_csv(path, rows, fields)
         else:
             path.unlink(missing_ok=True)
     return len(others)
@@ -528,8 +545,12 @@ def run_list(args: argparse.Namespace, items: list[Item], models: ModelsByRate, 
     marker = out_dir / f".done.rank{rank}"
     marker.unlink(missing_ok=True)  # stale marker of an earlier, crashed run
     shard = [item for item in items if item.row % world == rank]
+    scores: list[dict] = []
     with logging_redirect_tqdm():  # log lines go above the progress bar instead of through it
-        failures = run_items(shard, models, out_dir, args, f"rank {rank}" if world > 1 else "")
+        failures = run_items(shard, models, out_dir, args, f"rank {rank}" if world > 1 else "", scores)
+    if args.confidence:  # rows of items kept from earlier runs stay; the lock serialises ranks
+        update_failures(out_dir, {row["id"] for row in scores} | {row["id"] for row in failures}, scores,
+                        CONFIDENCE_NAME, CONFIDENCE_FIELDS)
     owned = {item.id for item in items}
     if world == 1:
         return _report_failures(out_dir, failures, update_failures(out_dir, owned, failures))
@@ -592,9 +613,13 @@ def run_single(args: argparse.Namespace, models: ModelsByRate, enrollment: Enrol
         try:
             estimate = extractor.extract(mixture, reference, embedding=args.embedding,
                                          sample_rate=mix_rate, reference_sample_rate=ref_rate,
-                                         chunk_seconds=args.chunk_seconds, progress=bar)
+                                         chunk_seconds=args.chunk_seconds, progress=bar,
+                                         **({"return_confidence": True} if args.confidence else {}))
         finally:
             bar.close()
+        if args.confidence:
+            estimate, score = estimate
+            print(f"confidence {score:.3f} (threshold {extractor.confidence_map().threshold:g}): {output}")
         audio.write_audio(output, estimate, mix_rate, float_wav=args.float_wav)
     except (ValueError, OSError, ImportError) as exc:
         print(f"usef extract: error: {exc}", file=sys.stderr)
@@ -633,6 +658,8 @@ def check_args(args: argparse.Namespace) -> None:
         if not args.output:
             raise UsageError("single-pair mode needs -o OUT.wav")
         check_output_file(args.output, args.overwrite, "target.wav")
+    if args.backend == "onnx" and args.confidence:
+        raise UsageError("--confidence needs the torch backend")
     if args.backend == "onnx":
         if args.embedding or args.enrollment:
             raise UsageError("--backend onnx takes a REFERENCE file (no --embedding or --enrollment)")
