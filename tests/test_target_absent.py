@@ -63,7 +63,8 @@ def test_eval_set_leaves_absent_targets_empty_and_eval_reads_them(corpus, tmp_pa
     examples = [data[i] for i in range(8)]
     assert {ex["target_present"] for ex in examples} == {0, 1}
     csv_path = write_eval_set(examples, tmp_path / "set", SR)
-    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
     for ex, row in zip(examples, rows):
         assert bool(row["target"]) == bool(ex["target_present"])
     items = read_eval_list(csv_path)
@@ -112,6 +113,18 @@ def test_absent_energy_known_answers_and_mixed_batch():
         losses.neg_si_sdr(estimate, target).item(), abs=1e-6)
     with pytest.raises(ValueError, match="present_loss"):
         losses.tse_loss(estimate, plain, "l1")
+
+
+def test_si_sdr_level_loss_adds_the_level_error_only():
+    rng = torch.Generator().manual_seed(2)
+    target = torch.randn(2, 800, generator=rng)
+    estimate = target + 0.2 * torch.randn(2, 800, generator=rng)
+    for gain in (1.0, 2.0, 0.25):
+        got = losses.neg_si_sdr_level(gain * estimate, target, reduction="none", level_weight=0.3)
+        level = 10 * torch.log10((gain * estimate).pow(2).sum(1) / target.pow(2).sum(1))
+        expected = losses.neg_si_sdr(estimate, target, reduction="none") + 0.3 * level.abs()
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4)
+    assert "neg_si_sdr_level" in losses.LEVEL_TRAINING and "neg_si_sdr" not in losses.LEVEL_TRAINING
 
 
 def test_trainer_reports_absent_energy_and_marks_calibrated_output(tmp_path):

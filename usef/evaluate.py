@@ -438,7 +438,7 @@ def confidence_summary(rows: Sequence[Mapping[str, Any]], threshold: float | Non
     imps = [(r["confidence"], r["si_sdr_imp"]) for r in present if math.isfinite(r.get("si_sdr_imp", nan))]
     if imps:
         imps.sort(key=lambda pair: pair[0])
-        kept = imps[int(round(DROP_SHARE * len(imps))):]
+        kept = imps[round(DROP_SHARE * len(imps)):]
         out["si_sdr_imp_all"] = float(np.mean([v for _, v in imps]))
         out[f"si_sdr_imp_kept_drop{int(DROP_SHARE * 100)}"] = float(np.mean([v for _, v in kept]))
     return out

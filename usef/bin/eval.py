@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from usef.audio import LEVELS
 from usef.bin import (
     HelpFormatter,
     ItemProgress,
@@ -34,7 +35,6 @@ from usef.data.librimix import (
     read_metadata,
     write_enrollment_list,
 )
-from usef.audio import LEVELS
 from usef.evaluate import METRIC_COLUMNS, evaluate_list, read_eval_list
 
 logger = logging.getLogger("usef.eval")

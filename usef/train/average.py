@@ -15,7 +15,13 @@ from typing import Any, Union
 import torch
 from safetensors.torch import load_file
 
-from usef.checkpoint import WEIGHTS_NAME, load_pretrained, load_state, read_config, save_pretrained
+from usef.checkpoint import (
+    WEIGHTS_NAME,
+    load_pretrained,
+    load_state,
+    read_config,
+    save_pretrained,
+)
 from usef.train import state
 
 logger = logging.getLogger(__name__)

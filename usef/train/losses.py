@@ -13,7 +13,10 @@ import torch
 
 from usef.modules.encoder import valid_mask
 
-__all__ = ["neg_si_sdr", "neg_snr"]  # the names train.loss may take (loss per target-present item)
+# the names train.loss may take (loss per target-present item)
+__all__ = ["neg_si_sdr", "neg_si_sdr_level", "neg_snr"]
+# the losses that also train the output level (checkpoints then say output_level: calibrated)
+LEVEL_TRAINING = ("neg_si_sdr_level", "neg_snr")
 
 _REDUCTIONS = ("mean", "none")
 
@@ -113,6 +116,33 @@ def neg_snr(
         target = target * mask
     ratio = ((target**2).sum(dim=1) + eps) / ((error**2).sum(dim=1) + eps)
     return _reduce(-10.0 * torch.log10(ratio), reduction)
+
+
+def neg_si_sdr_level(
+    estimate: torch.Tensor,
+    target: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    level_weight: float = 0.3,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Negative SI-SDR plus ``level_weight`` times the output level error in dB,
+    ``|10 log10(|est|^2 / |target|^2)|``.
+
+    The SI-SDR term is the scale-invariant objective the bundled models were trained with; the
+    level term only fixes the output gain (one scalar the masking model sets easily), so the
+    level comes to mean something (silence for an absent target, beside :func:`absent_energy`)
+    without turning the shape objective into SNR.
+
+    Shape:
+        estimate, target: (B, T); lengths: (B,) int64
+        returns: () for ``reduction="mean"``, (B,) for ``"none"``
+    """
+    shape = neg_si_sdr(estimate, target, lengths, reduction="none")
+    mask = _mask(estimate, lengths)
+    if mask is not None:
+        estimate, target = estimate * mask, target * mask
+    level = 10.0 * torch.log10(((estimate**2).sum(dim=1) + 1e-8) / ((target**2).sum(dim=1) + 1e-8))
+    return _reduce(shape + level_weight * level.abs(), reduction)
 
 
 def absent_energy(

@@ -429,7 +429,7 @@ def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
                        "data": {"micro_batches": step * int(t["grad_accum"]), "batch_size": int(t["batch_size"])}}
         meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": net.name}
         # a scale-dependent loss trains the output level too: the extractor then keeps it
-        extra = {"output_level": "calibrated"} if t["loss"] == "neg_snr" else None
+        extra = {"output_level": "calibrated"} if t["loss"] in losses.LEVEL_TRAINING else None
         path = state.save_checkpoint(exp_dir, step, lambda d: save_pretrained(net, d, extra), train_state, meta)
         score = state.dev_score(meta)
         if score is not None and (best is None or score > float(best["si_sdr_imp"])):
