@@ -297,3 +297,21 @@ def test_cli_extract_and_eval_with_confidence(tmp_path):
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text(encoding="utf-8"))
     assert summary["confidence"]["threshold"] == 0.4 and summary["target_absent"]["n"] == 1
     assert summary["confidence"]["auc_present_vs_absent"] in (0.0, 0.5, 1.0)
+
+
+def test_bundled_target_presence_model_scores_its_outputs():
+    import usef
+    from usef import hub
+
+    if "usef-conformer-8k-tp" not in hub.list_models():
+        pytest.skip("usef-conformer-8k-tp is not installed")
+    extractor = usef.load_model("usef-conformer-8k-tp", device="cpu")
+    assert extractor.level == "calibrated" and extractor.confidence_map().threshold == 0.5
+    talker, other = _voice(110.0, 3.0, 1), _voice(220.0, 3.0, 2)
+    mixture = (talker + other).astype(np.float32)
+    out, score = extractor.extract(mixture, _voice(110.0, 2.0, 3), sample_rate=SR, return_confidence=True)
+    assert out.shape == mixture.shape and 0.0 <= score <= 1.0
+    feats = extractor.extract(mixture, _voice(110.0, 2.0, 3), sample_rate=SR, return_features=True)[1]
+    assert feats.shape == (3,) and np.isfinite(feats).all()
+    with pytest.raises(ValueError, match="one of them"):
+        extractor.extract(mixture, talker, sample_rate=SR, return_confidence=True, return_features=True)
