@@ -315,3 +315,18 @@ def test_bundled_target_presence_model_scores_its_outputs():
     assert feats.shape == (3,) and np.isfinite(feats).all()
     with pytest.raises(ValueError, match="one of them"):
         extractor.extract(mixture, talker, sample_rate=SR, return_confidence=True, return_features=True)
+
+
+def test_energy_ratio_and_level_rule_helpers():
+    from usef.metrics import energy_ratio_db
+
+    x = np.random.default_rng(0).standard_normal(400)
+    assert energy_ratio_db(0.1 * x, x) == pytest.approx(-20.0)
+    assert energy_ratio_db(np.zeros(400), x) == -100.0  # silence: the clamp, never -inf
+    assert math.isnan(energy_ratio_db(x, np.zeros(400)))
+    est, mix = (0.5 * x)[None].astype(np.float32), (x / np.abs(x).max())[None].astype(np.float32)
+    np.testing.assert_array_equal(audio.apply_level(est, mix, "model", SR), est)
+    np.testing.assert_array_equal(audio.apply_level(est, mix, "calibrated", SR), audio.limit_peak(est, mix))
+    np.testing.assert_array_equal(audio.apply_level(est, mix, "mixture", SR), audio.match_level(est, mix, 0.999, SR))
+    with pytest.raises(ValueError, match="rule"):
+        audio.apply_level(est, mix, "auto", SR)

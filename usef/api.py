@@ -243,11 +243,7 @@ class Extractor:
         if energy_sink is not None:
             energy_sink.append(confidence_module.energies(self.model, x, condition, raw))
         out = raw[:, :length].float().cpu().numpy()
-        if self.level == "mixture":
-            out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
-        elif self.level == "calibrated":
-            out = audio.limit_peak(out, mixtures[:, :length], _FULL_SCALE)
-        return out
+        return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)
 
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,
                  progress: Callable[[int, int], None] | None = None, energy_sink: list | None = None) -> np.ndarray:

@@ -330,6 +330,24 @@ def resolve_level(level: str, model_output_level: str | None) -> str:
     return level
 
 
+def apply_level(estimate: np.ndarray, mixture: np.ndarray, rule: str, sample_rate: int,
+                headroom: float = 0.999) -> np.ndarray:
+    """``estimate`` under a rule of :func:`resolve_level`: ``"mixture"`` fits it to the mixture
+    (:func:`match_level`), ``"calibrated"`` only keeps it within full scale (:func:`limit_peak`),
+    ``"model"`` leaves it as it is. One place for the torch API and the ONNX runtime.
+
+    Shape:
+        estimate: (..., T) and mixture: (..., T) -> (..., T).
+    """
+    if rule == "mixture":
+        return match_level(estimate, mixture, headroom, sample_rate)
+    if rule == "calibrated":
+        return limit_peak(estimate, mixture, headroom)
+    if rule == "model":
+        return estimate
+    raise ValueError(f"rule: must be 'mixture', 'calibrated' or 'model', got {rule!r}")
+
+
 def limit_peak(estimate: np.ndarray, mixture: np.ndarray, headroom: float = 0.999) -> np.ndarray:
     """Scale down each row of ``estimate`` that peaks above ``headroom`` while its mixture row is
     within full scale; other rows are returned as they are.

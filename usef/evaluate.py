@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from usef.metrics import compute_metrics, summarize
+from usef.metrics import compute_metrics, energy_ratio_db, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -257,16 +257,6 @@ def _evaluate_item(
     return {**dict(extra), **presence, **compute_metrics(
         estimate, target, mixture, rate, interferer=interferer, with_pesq=with_pesq, with_stoi=with_stoi
     )}
-
-
-def energy_ratio_db(estimate: np.ndarray, mixture: np.ndarray) -> float:
-    """``10 log10(|estimate|^2 / |mixture|^2)`` in float64, clamped to [-100, 100] dB (nan for a
-    silent mixture)."""
-    mix = float(np.sum(np.asarray(mixture, dtype=np.float64) ** 2))
-    if mix <= 0.0:
-        return float("nan")
-    est = float(np.sum(np.asarray(estimate, dtype=np.float64) ** 2))
-    return float(np.clip(10.0 * np.log10(max(est / mix, 1e-10)), -100.0, 100.0))
 
 
 def evaluate_list(

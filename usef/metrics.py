@@ -35,6 +35,7 @@ _EXTRA_HINT = "reinstall usef (pesq and pystoi are dependencies): pip install us
 __all__ = [
     "DB_LIMIT",
     "compute_metrics",
+    "energy_ratio_db",
     "level_db",
     "pesq",
     "sdr",
@@ -246,6 +247,22 @@ def stoi(estimate: Any, target: Any, sample_rate: int) -> float:
     est, tgt = _pair(estimate, target)
     pystoi = _metric_package("pystoi", "stoi")
     return float(pystoi.stoi(tgt, est, int(sample_rate), extended=False))
+
+
+def energy_ratio_db(estimate: Any, reference: Any) -> float:
+    """``10 log10(|estimate|^2 / |reference|^2)`` in dB, clamped to +-DB_LIMIT; nan when the
+    reference is silent. For an estimate against its mixture: how much of the mixture it kept
+    (silence, -DB_LIMIT, is the right answer when the target does not speak).
+
+    Shape:
+        estimate, reference: (T,)
+    """
+    est = np.asarray(estimate, dtype=np.float64).ravel()
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    ref_energy = float(np.dot(ref, ref))
+    if ref_energy <= 0.0:
+        return float("nan")
+    return _ratio_db(float(np.dot(est, est)), ref_energy)
 
 
 def level_db(estimate: Any, target: Any) -> float:

@@ -277,11 +277,7 @@ class OnnxExtractor:
                                                  "values": condition["values"]})[0]
         out = istft(estimate_spec, mixtures.shape[-1], self.n_fft, self.hop_length, self.window) * scale
         out = out[:, :length]
-        if self.level == "mixture":
-            out = audio.match_level(out, mixtures[:, :length], sample_rate=self.sample_rate)
-        elif self.level == "calibrated":
-            out = audio.limit_peak(out, mixtures[:, :length], _FULL_SCALE)
-        return out
+        return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)
 
     def _chunked(self, wave: np.ndarray, condition: Condition, chunk: int,
                  progress: Callable[[int, int], None] | None) -> np.ndarray:

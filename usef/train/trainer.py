@@ -39,7 +39,7 @@ from usef.checkpoint import (
     save_pretrained,
 )
 from usef.data import collate_examples
-from usef.metrics import si_sdr
+from usef.metrics import energy_ratio_db, si_sdr
 from usef.models import build_model
 from usef.train import losses, state
 from usef.train.config import apply_overrides, load_config, resolve_config
@@ -203,9 +203,8 @@ def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], devi
                 rows.append([float("nan")] * 3 + [float(present is None or bool(present[b]))])
                 continue
             if present is not None and not bool(present[b]):
-                mix = batch["mixture"][b, :n].cpu().numpy().astype(np.float64)
-                energy = float(np.sum(estimate[b, :n].astype(np.float64) ** 2))
-                rows.append([float("nan"), _energy_ratio_db(energy, float(np.sum(mix**2))), float("nan"), 0.0])
+                ratio = energy_ratio_db(estimate[b, :n], batch["mixture"][b, :n].cpu().numpy())
+                rows.append([float("nan"), ratio, float("nan"), 0.0])
                 continue
             target = batch["target"][b, :n].cpu().numpy()
             out = si_sdr(estimate[b, :n], target)
@@ -231,12 +230,6 @@ def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], devi
     if len(absent):  # target-absent items: output energy relative to the mixture, in dB
         metrics.update(absent_energy_db=float(np.median(absent[:, 1])), n_absent=len(absent))
     return metrics
-
-
-def _energy_ratio_db(energy: float, reference: float) -> float:
-    if reference <= 0:
-        return float("nan")
-    return float(10.0 * np.log10(max(energy / reference, 1e-10)))
 
 
 # --------------------------------------------------------------------------- training
