@@ -10,6 +10,14 @@ peak-memory figures do not mix.
 
     python tools/benchmark.py --json benchmark.json
     python tools/benchmark.py --models usef_conformer --long
+
+``--compare-reference`` times TF-GridNet models with their separator run the plain way
+(``usef.modules.tfgridnet_reference``, the published ``(B, D, T, F)`` layout) against the
+shipped channels-last separator, fp32 and bf16 autocast, interleaved in one process on the same
+weights and inputs (4 s mixture + 3 s reference by default, as the TF-GridNet speed issue
+measures), and prints how far each output is from the plain fp32 one:
+
+    python tools/benchmark.py --compare-reference --threads 1 --mixture-seconds 4 --reference-seconds 3
 """
 
 from __future__ import annotations
@@ -83,6 +91,60 @@ def measure_forward(name: str, device: str, threads: int, dtype: str, repeats: i
     return result
 
 
+def compare_reference(name: str, device: str, threads: int, repeats: int,
+                      mixture_seconds: float, reference_seconds: float) -> dict:
+    """Plain vs shipped TF-GridNet separator, fp32 and bf16, interleaved; median seconds each."""
+    import torch
+
+    from usef.modules.tfgridnet import TFGridNetSeparator
+    from usef.modules.tfgridnet_reference import reference_forward
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    model = _build(name).eval().to(device)
+    separator = model.separator
+    if not isinstance(separator, TFGridNetSeparator):
+        raise TypeError(f"{name} has no TF-GridNet separator")
+    shipped = separator.forward
+    sr = model.sample_rate
+    generator = torch.Generator().manual_seed(0)
+    mixture = torch.randn(1, int(mixture_seconds * sr), generator=generator).to(device)
+    reference = torch.randn(1, int(reference_seconds * sr), generator=generator).to(device)
+    variants = [(path, dtype) for dtype in ("fp32", "bf16") for path in ("plain", "shipped")]
+    times: dict[str, list[float]] = {f"{path}_{dtype}": [] for path, dtype in variants}
+    outputs = {}
+    cuda = device.startswith("cuda")
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):  # the first round warms up and is not timed
+            for path, dtype in variants:
+                separator.forward = (lambda x: reference_forward(separator, x)) if path == "plain" else shipped
+                autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
+                                          enabled=dtype == "bf16")
+                with autocast:
+                    if cuda:
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    estimate = model(mixture, reference)
+                    if cuda:
+                        torch.cuda.synchronize()
+                    if repeat:
+                        times[f"{path}_{dtype}"].append(time.perf_counter() - start)
+                outputs[f"{path}_{dtype}"] = estimate.float()
+    separator.forward = shipped
+    plain = outputs["plain_fp32"]
+
+    def snr_db(estimate):
+        error = (estimate - plain).pow(2).sum().clamp_min(1e-30)
+        return float(10 * torch.log10(plain.pow(2).sum() / error))
+
+    seconds = {key: sorted(values)[len(values) // 2] for key, values in times.items()}
+    return {"model": name, "device": device, "threads": threads, "mixture_seconds": mixture_seconds,
+            "reference_seconds": reference_seconds, "seconds": seconds,
+            "speedup_vs_plain_fp32": {key: seconds["plain_fp32"] / value for key, value in seconds.items()},
+            "snr_vs_plain_fp32_db": {key: snr_db(value) for key, value in outputs.items() if key != "plain_fp32"},
+            "max_abs_diff_shipped_fp32": float((outputs["shipped_fp32"] - plain).abs().max())}
+
+
 def measure_long(model: str, hours: float, threads: int) -> dict:
     import numpy as np
     import torch
@@ -110,6 +172,32 @@ def _run_child(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _compare_main(args: argparse.Namespace) -> int:
+    import torch
+
+    devices = [("cpu", t) for t in args.threads] + ([("cuda", 1)] if torch.cuda.is_available() else [])
+    results = []
+    for name in args.models or ["usef_tfgridnet"]:
+        for device, threads in devices:
+            result = _run_child(["compare", name, device, str(threads), str(args.repeats),
+                                 str(args.mixture_seconds), str(args.reference_seconds)])
+            result.update(model=name, device=device, threads=threads)
+            results.append(result)
+            if "error" in result:
+                print(f"{name} {device} {threads} thr: error: {result['error']}")
+                continue
+            print(f"{name} {device} {threads} thr, {args.mixture_seconds:g} s mixture + "
+                  f"{args.reference_seconds:g} s reference (median of {args.repeats}):")
+            for key, seconds in result["seconds"].items():
+                snr = result["snr_vs_plain_fp32_db"].get(key)
+                print(f"  {key:14s} {seconds:8.3f} s  {result['speedup_vs_plain_fp32'][key]:5.2f}x"
+                      + (f"  {snr:6.1f} dB from plain fp32" if snr is not None else ""))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"torch": torch.__version__, "cpu_count": os.cpu_count(), "results": results}, handle, indent=1)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*",
@@ -122,6 +210,8 @@ def main() -> int:
     parser.add_argument("--long", action="store_true", help="also the 1-hour chunked extraction")
     parser.add_argument("--long-model", default="default")
     parser.add_argument("--long-hours", type=float, default=1.0)
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="only the plain-vs-shipped TF-GridNet comparison (default model: usef_tfgridnet)")
     parser.add_argument("--json", help="write all results to this file")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,6 +221,9 @@ def main() -> int:
         if kind == "forward":
             name, device, threads, dtype, repeats, mix_s, ref_s = rest
             result = measure_forward(name, device, int(threads), dtype, int(repeats), float(mix_s), float(ref_s))
+        elif kind == "compare":
+            name, device, threads, repeats, mix_s, ref_s = rest
+            result = compare_reference(name, device, int(threads), int(repeats), float(mix_s), float(ref_s))
         else:
             model, hours, threads = rest
             result = measure_long(model, float(hours), int(threads))
@@ -141,6 +234,8 @@ def main() -> int:
 
     from usef.models import list_models
 
+    if args.compare_reference:
+        return _compare_main(args)
     names = args.models or list_models()
     for name in names:
         if name in RELEASED:

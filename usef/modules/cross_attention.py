@@ -63,6 +63,24 @@ class _Projection(nn.Module):
         y = self.act(self.conv(x)).view(batch, self.groups, self.channels, frames, bins)
         return self.norm(y)
 
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same projection on channels-last features: a matrix product, no convolution.
+
+        Shape:
+            ``(B, T, F, C_in)`` -> ``(B, T, F, G, K)``.
+        """
+        weight = self.conv.weight.view(self.conv.out_channels, -1)
+        y = F_.linear(x, weight, self.conv.bias)
+        # PReLU with its slope per channel, here the last axis
+        y = torch.where(y >= 0, y, y * self.act.weight)
+        y = y.view(*y.shape[:-1], self.groups, self.channels)
+        # (B, T, F, G, K): normalise over K and F for every (b, t, g)
+        mean = y.mean(dim=(2, 4), keepdim=True)
+        var = (y - mean).pow(2).mean(dim=(2, 4), keepdim=True)
+        weight = self.norm.weight.view(1, 1, 1, self.groups, self.channels)
+        bias = self.norm.bias.view(1, 1, 1, self.groups, self.channels)
+        return (y - mean) * torch.rsqrt(var + self.norm.eps) * weight + bias
+
 
 class FullBandAttention(nn.Module):
     """Multi-head attention whose tokens are whole frames (all channels and bins of a head).
@@ -133,6 +151,34 @@ class FullBandAttention(nn.Module):
     ) -> torch.Tensor:
         keys, values = self.project_key_value(key_value)
         return self.attend(query, keys, values, key_padding_mask)
+
+    def self_attend_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """Self-attention (TF-GridNet's cross-frame module) on channels-last features.
+
+        The same function as ``forward(x, x)`` on the ``(B, C, T, F)`` layout, without its
+        permute copies: tokens are flattened bin-major (``F*K`` instead of ``K*F``), which
+        changes only the order of the terms in each dot product.
+
+        Shape:
+            ``(B, T, F, C)`` -> ``(B, T, F, C)``.
+        """
+        batch, frames, bins, channels = x.shape
+        queries = _tokens_channels_last(self.query.channels_last(x))
+        keys = _tokens_channels_last(self.key.channels_last(x))
+        values = _tokens_channels_last(self.value.channels_last(x))
+        # (B, L, T, F*K)
+        attended = F_.scaled_dot_product_attention(queries, keys, values)
+        attended = attended.view(batch, self.num_heads, frames, bins, channels // self.num_heads)
+        attended = attended.permute(0, 2, 3, 1, 4).reshape(batch, frames, bins, channels)
+        # (B, T, F, C), channel = head * (C/L) + k as in the (B, C, T, F) path
+        out = self.merge.channels_last(attended).view(batch, frames, bins, channels)
+        return out + x if self.residual else out
+
+
+def _tokens_channels_last(x: torch.Tensor) -> torch.Tensor:
+    # (B, T, F, G, K) -> (B, G, T, F*K)
+    batch, frames, bins, groups, channels = x.shape
+    return x.permute(0, 3, 1, 2, 4).reshape(batch, groups, frames, bins * channels)
 
 
 def _tokens(x: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,14 @@ from usef.modules.cross_attention import FullBandAttention
 
 
 class _AxisBLSTM(nn.Module):
-    """LayerNorm + BLSTM + Linear along one axis of ``(B, D, T, F)``, with a residual add.
+    """LayerNorm + BLSTM + Linear along one axis of channels-last ``(B, T, F, D)``, residual add.
+
+    The layout is chosen so that neither axis needs a copy for batch size 1: along frequency the
+    sequences ``(B*T, F, D)`` are a view, and along time ``(B*F, T, D)`` is a strided view whose
+    time-major memory is what the LSTM kernel works on anyway (it transposes batch-first input).
 
     Shape:
-        ``(B, D, T, F)`` -> ``(B, D, T, F)``.
+        ``(B, T, F, D)`` -> ``(B, T, F, D)``.
     """
 
     def __init__(self, channels: int, hidden: int, along_time: bool) -> None:
@@ -35,26 +39,27 @@ class _AxisBLSTM(nn.Module):
         self.proj = nn.Linear(2 * hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, frames, bins = x.shape
+        batch, frames, bins, channels = x.shape
+        normed = self.norm(x)
         if self.along_time:
-            seq = x.permute(0, 3, 2, 1).reshape(batch * bins, frames, channels)
+            seq = normed.transpose(1, 2).reshape(batch * bins, frames, channels)
         else:
-            seq = x.permute(0, 2, 3, 1).reshape(batch * frames, bins, channels)
+            seq = normed.reshape(batch * frames, bins, channels)
         # (B*F, T, D) or (B*T, F, D)
-        out = self.proj(self.rnn(self.norm(seq))[0])
+        out = self.proj(self.rnn(seq)[0])
         if self.along_time:
-            out = out.view(batch, bins, frames, channels).permute(0, 3, 2, 1)
+            out = out.reshape(batch, bins, frames, channels).transpose(1, 2)
         else:
-            out = out.view(batch, frames, bins, channels).permute(0, 3, 1, 2)
-        # (B, D, T, F)
+            out = out.reshape(batch, frames, bins, channels)
+        # (B, T, F, D)
         return x + out
 
 
 class GridNetBlock(nn.Module):
-    """One TF-GridNet block.
+    """One TF-GridNet block, channels-last.
 
     Shape:
-        ``(B, D, T, F)`` -> ``(B, D, T, F)``.
+        ``(B, T, F, D)`` -> ``(B, T, F, D)``.
     """
 
     def __init__(self, channels: int, hidden: int, num_heads: int, qk_channels: int) -> None:
@@ -64,8 +69,9 @@ class GridNetBlock(nn.Module):
         self.attention = FullBandAttention(channels, num_heads, qk_channels, residual=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, F, D)
         x = self.inter(self.intra(x))
-        return self.attention(x, x)
+        return self.attention.self_attend_channels_last(x)
 
 
 class TFGridNetSeparator(nn.Module):
@@ -102,9 +108,10 @@ class TFGridNetSeparator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C_in, T, F)
-        x = self.input(x)
-        # (B, D, T, F)
+        x = self.input(x).permute(0, 2, 3, 1).contiguous()
+        # (B, T, F, D): one layout for the whole stack (see usef/modules/tfgridnet_reference.py
+        # for the same function in the (B, D, T, F) layout, which the tests compare against)
         for block in self.blocks:
             x = block(x)
-        return self.output(x)
+        return self.output(x.permute(0, 3, 1, 2))
         # (B, 2, T, F)

@@ -17,7 +17,6 @@ as float WAV by ``usef eval``), scaled down only when its peak exceeds full scal
 from __future__ import annotations
 
 import html
-import json
 import logging
 import math
 import os
@@ -30,79 +29,35 @@ from urllib.parse import quote
 import numpy as np
 import soundfile as sf
 
-from usef.evaluate import read_eval_list, safe_name
-from usef.metrics import summarize
-from usef.report.compare import ItemMismatchError, load_eval
+from usef.evaluate_io import safe_name
+from usef.report.compare import load_eval
+from usef.report.html_assets import (
+    CLIP_MIN_EM,
+    CSS,
+    ID_EM,
+    INDEX_EM,
+    JS,
+    NUMBER_EM,
+    SORT_HINT,
+)
+from usef.report.html_systems import (
+    METRIC,
+    PathLike,
+    _check_same_ids,
+    _display_names,
+    _source_items,
+    _system_summary,
+)
 from usef.report.spectrogram import _require_matplotlib, write_spectrogram_png
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["build_report"]
 
-PathLike = str | os.PathLike[str]
 ProgressFn = Callable[[int, int], None]
 
-METRIC = "si_sdr_imp"
 SOURCE_ROLES = ("mixture", "reference", "target")
 THUMB_WIDTH, THUMB_HEIGHT = 200, 80
-
-# Layout: the items table has a fixed layout over the full page width, numeric columns
-# of fixed width and the audio columns sharing the rest, so two systems fit a 1280 px
-# window with players and thumbnails shrunk to their column. With more systems the
-# table's min-width (set per page) keeps the players usable and the table scrolls inside
-# its own box (both ways, so the sticky header still works), never the page.
-# Model names stay on one line, cut with an ellipsis; the full name is the title.
-_CSS = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1em 1.5em;color:#222}
-h1{font-size:1.4em}table{border-collapse:collapse}
-th,td{border:1px solid #ccc;padding:4px 6px;vertical-align:top}
-th{background:#f2f2f2;position:sticky;top:0;z-index:1}
-th[data-type]{cursor:pointer;user-select:none}
-th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.nw{white-space:nowrap}.name{display:block;max-width:100%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-#summary .name{max-width:22em}#summary td.dir{overflow-wrap:anywhere;font-size:.9em}
-.scroll{overflow:auto;max-height:calc(100vh - 2em);max-width:100%}
-#items{table-layout:fixed;width:100%}
-#items td,#items th{overflow:hidden}
-#items td.id{overflow-wrap:anywhere;font-size:.85em}
-td.clip img{display:block;width:100%;max-width:200px;height:auto;background:#000}
-td.clip audio{display:block;width:100%;max-width:200px;height:32px}
-.note{background:#fff7d6;border:1px solid #e6d48a;padding:6px 10px;margin:8px 0}
-.err{color:#b00020}.badge{background:#b00020;color:#fff;border-radius:3px;padding:0 3px;font-size:.8em}
-td.clip.err{overflow-wrap:anywhere}td.num .badge{display:table;margin:2px 0 0 auto}
-.muted{color:#777}
-"""
-# column widths of the items table (em); audio columns take what is left, at least CLIP_MIN_EM
-INDEX_EM, ID_EM, NUMBER_EM, CLIP_MIN_EM = 2.5, 8.0, 6.0, 10.0
-
-_HINT = ('<p class="muted">Click a metric header to sort; click again to reverse. '
-         "Spectrograms: log magnitude, 80 dB range, each scaled to its own peak.</p>")
-
-# Sort rows by a header's column: numbers numerically, text by localeCompare,
-# missing values last in both directions; a second click reverses the order.
-_JS = """
-(function(){
-var table=document.getElementById("items"),body=table.tBodies[0],heads=table.tHead.rows[0].cells;
-function key(row,col,num){var v=row.cells[col].getAttribute("data-v");
- if(v===null){v=row.cells[col].textContent;}
- if(!num){return v;} if(v===""){return null;} var x=parseFloat(v); return isNaN(x)?null:x;}
-function sortBy(th,col){
- var num=th.getAttribute("data-type")==="num",asc=th.getAttribute("aria-sort")!=="ascending";
- for(var i=0;i<heads.length;i++){if(heads[i].hasAttribute("data-type")){heads[i].setAttribute("aria-sort","none");}}
- th.setAttribute("aria-sort",asc?"ascending":"descending");
- var rows=Array.prototype.slice.call(body.rows);
- rows.sort(function(a,b){var x=key(a,col,num),y=key(b,col,num);
-  if(x===null||y===null){return x===null?(y===null?0:1):-1;}
-  var c=num?x-y:x.localeCompare(y);return asc?c:-c;});
- rows.forEach(function(r){body.appendChild(r);});}
-Array.prototype.forEach.call(heads,function(th,col){
- if(!th.hasAttribute("data-type")){return;}
- th.addEventListener("click",function(){sortBy(th,col);});
- th.addEventListener("keydown",function(e){if(e.key==="Enter"||e.key===" "){e.preventDefault();sortBy(th,col);}});
-});
-})();
-"""
 
 
 def _esc(value: Any) -> str:
@@ -127,85 +82,6 @@ def _pct(value: float | None) -> str:
 def _name(name: str) -> str:
     """A model name on one line, cut with an ellipsis when too long, the full name on hover."""
     return f'<span class="name" title="{_esc(name)}">{_esc(name)}</span>'
-
-
-def _display_names(systems: Sequence[dict[str, Any]]) -> list[str]:
-    """Model names; folder names when models repeat; numbered as a last resort."""
-    for key in ("name", "folder"):
-        names = [str(s[key]) for s in systems]
-        if len(set(names)) == len(names):
-            return names
-    return [f"{s['folder']} ({k + 1})" for k, s in enumerate(systems)]
-
-
-def _check_same_ids(systems: Sequence[dict[str, Any]], names: Sequence[str]) -> None:
-    first = set(systems[0]["ids"])
-    details: dict[str, list[str]] = {}
-    parts = []
-    for system, name in zip(systems[1:], names[1:]):
-        ids = set(system["ids"])
-        extra = [i for i in system["ids"] if i not in first]
-        missing = [i for i in systems[0]["ids"] if i not in ids]
-        for label, found in (("only in", extra), ("missing from", missing)):
-            if found:
-                details[f"{label} {name}"] = found
-                shown = ", ".join(found[:5]) + (f", ... ({len(found) - 5} more)" if len(found) > 5 else "")
-                parts.append(f"{len(found)} ids {label} {name} ({system['dir']}): {shown}")
-    if parts:
-        raise ItemMismatchError(
-            f"the eval folders do not cover the same items as {names[0]} ({systems[0]['dir']}): "
-            + "; ".join(parts),
-            details,
-        )
-
-
-def _system_summary(system: dict[str, Any]) -> dict[str, Any]:
-    rows = [system["rows"][i] for i in system["ids"]]
-    values = [r.get(METRIC, math.nan) for r in rows if not r["error"]]
-    values = [v for v in values if math.isfinite(v)]
-    stats = summarize(values)
-    flags = [r["confused"] for r in rows if r.get("confused") is not None and not r["error"]]
-    return {
-        "mean": stats["mean"], "ci95": (stats["ci95_low"], stats["ci95_high"]), "n": stats["n"],
-        "n_items": len(rows), "n_failed_items": sum(bool(r["error"]) for r in rows),
-        "failure_rate": (sum(v < 0.0 for v in values) / len(values)) if values else None,
-        "confusion_rate": (sum(flags) / len(flags)) if flags else None,
-        "values": values,
-    }
-
-
-def _source_items(
-    systems: Sequence[dict[str, Any]], eval_list: PathLike | None
-) -> tuple[dict[str, dict[str, str]] | None, str | None]:
-    """Item dicts by id from ``eval_list`` or the list recorded in a summary.json."""
-    if eval_list is not None:
-        return {item["id"]: item for item in read_eval_list(eval_list)}, None
-    for system in systems:
-        summary_path = Path(system["dir"]) / "summary.json"
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        recorded = (summary.get("data") or {}).get("list") if isinstance(summary, dict) else None
-        if not recorded:
-            continue
-        found = _recorded_list(str(recorded), summary_path.parent)
-        if found is not None:
-            return {item["id"]: item for item in read_eval_list(found)}, None
-        return None, (f"the item list {recorded} recorded in {summary_path} was not found (neither as "
-                      "given nor next to the summary); mixture, reference and target audio are omitted "
-                      "(pass --list).")
-    return None, ("no item list is recorded in the eval folders' summary.json; mixture, "
-                  "reference and target audio are omitted (pass --list eval.csv).")
-
-
-def _recorded_list(recorded: str, summary_dir: Path) -> Path | None:
-    """The item list a summary.json names: an absolute path as is; a relative one first
-    against the summary's folder (independent of where the report is built), then against
-    the current folder (older ``usef eval`` recorded the path as typed where it ran)."""
-    path = Path(recorded)
-    candidates = [path] if path.is_absolute() else [summary_dir / path, path]
-    return next((c for c in candidates if c.is_file()), None)
 
 
 def _copy_clip(src: Path, wav_dst: Path, png_dst: Path | None) -> None:
@@ -432,14 +308,14 @@ def build_report(
     page = "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_esc(page_title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{_esc(page_title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_esc(page_title)}</h1>",
         _summary_table(summaries, names, systems), histogram,
         *[f'<p class="note">{_esc(note)}</p>' for note in notes],
-        _HINT,
+        SORT_HINT,
         f'<div class="scroll"><table id="items" style="min-width:{min_width:g}em">{colgroup}<thead><tr>'
         + "".join(head) + "</tr></thead><tbody>",
-        *body, "</tbody></table></div>", f"<script>{_JS}</script>", "</body></html>", "",
+        *body, "</tbody></table></div>", f"<script>{JS}</script>", "</body></html>", "",
     ])
     index = out / "index.html"
     tmp = out / ".index.html.tmp"
