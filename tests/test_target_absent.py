@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from usef import audio
-from usef.confidence import ConfidenceMap, features, fit, roc_auc
+from usef.confidence import ConfidenceMap, choose_threshold, features, fit, roc_auc
 from usef.data import DynamicMixDataset, SpeakerCorpus
 from usef.data.splits import write_eval_set
 from usef.evaluate import confidence_summary, evaluate_list, read_eval_list
@@ -211,6 +211,24 @@ def test_roc_auc_matches_the_pairwise_definition():
     assert roc_auc(scores, labels) == pytest.approx(pairwise, abs=1e-12)
     assert roc_auc([0.1, 0.9], [0, 1]) == 1.0 and roc_auc([0.9, 0.1], [0, 1]) == 0.0
     assert math.isnan(roc_auc([0.5, 0.6], [1, 1]))
+
+
+def test_choose_threshold_known_answers():
+    scores = [0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9, 0.4]
+    labels = [0, 0, 0, 1, 1, 1, 1, 0]
+    # perfectly separable: Youden's J picks the gap between 0.4 and 0.6
+    assert choose_threshold(scores, labels) == pytest.approx(0.5)
+    scores[7] = 0.75  # one negative now sits among the positives
+    # J = 1 - 1/4 just above 0.3, against 1/2 - 0 just above 0.75 and 3/4 - 1/4 just above 0.6
+    assert choose_threshold(scores, labels) == pytest.approx(0.45)
+    # at most a quarter of the negatives accepted: 0.75 may pass, everything above 0.3 must
+    assert choose_threshold(scores, labels, max_false_alarm=0.25) == pytest.approx(0.45)
+    # no false alarm allowed: above 0.75, which loses two positives
+    assert choose_threshold(scores, labels, max_false_alarm=0.0) == pytest.approx(0.775)
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="max_false_alarm"):
+        choose_threshold(scores, labels, max_false_alarm=1.5)
 
 
 def test_fit_separates_and_roundtrips():

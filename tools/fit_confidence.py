@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from usef.confidence import FEATURES, fit, roc_auc
+from usef.confidence import FEATURES, choose_threshold, fit, roc_auc
 from usef.evaluate import evaluate_list, read_eval_list
 
 
@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the per-item cues and the fit")
     parser.add_argument("--write", action="store_true", help="store the map in the model's config.yaml")
     parser.add_argument("--any-model", action="store_true", help="fit also a model without a trained level")
+    parser.add_argument("--max-false-alarm", type=float, default=None,
+                        help="store the threshold that accepts at most this share of the confused and "
+                             "target-absent fitting items (default: the threshold maximising Youden's J)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     config_path = args.model / "config.yaml"
@@ -83,6 +86,10 @@ def main(argv=None) -> int:
     feats = np.array([[r[name] for name in FEATURES] for r in rows])
     cmap = fit(feats, labels)
     scores = cmap(feats)
+    threshold = choose_threshold(scores, labels, args.max_false_alarm)
+    cmap = type(cmap)(cmap.weights, cmap.bias, threshold)
+    accepted = scores >= threshold
+    positive = np.asarray(labels, dtype=bool)
     present = [i for i, r in enumerate(rows) if r["target_present"]]
     report = {
         "model": str(args.model), "lists": [str(p) for p in args.list], "n": len(rows),
@@ -93,6 +100,10 @@ def main(argv=None) -> int:
         "fit_auc_present_vs_absent": roc_auc(scores, [r["target_present"] for r in rows]),
         "fit_auc_correct_vs_confused": roc_auc(scores[present], [labels[i] for i in present]),
         "single_feature_auc": {name: roc_auc(feats[:, j], labels) for j, name in enumerate(FEATURES)},
+        "threshold_rule": ("youden" if args.max_false_alarm is None
+                           else f"false alarms <= {args.max_false_alarm:g} on the fitting items"),
+        "fit_false_alarm_rate": float(accepted[~positive].mean()),
+        "fit_miss_rate": float((~accepted[positive]).mean()),
     }
     (args.out / "fit.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     with open(args.out / "cues.csv", "w", newline="", encoding="utf-8") as handle:

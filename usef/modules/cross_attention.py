@@ -47,8 +47,15 @@ class FrameNorm(nn.Module):
 class _Projection(nn.Module):
     """1x1 conv to ``groups * channels``, per-group PReLU, then :class:`FrameNorm`.
 
+    :meth:`forward` returns the tokens directly. The norm runs as one fused ``layer_norm`` over
+    the ``(K, F)`` of each token followed by the per-channel affine, on the token layout the
+    attention needs anyway: :class:`FrameNorm`'s own forward (a chain of full-band
+    element-wise passes, each a trip through memory) made the reference side of a training step
+    memory-bound. Same function; the parameters stay in ``FrameNorm``, so checkpoints load as
+    they are.
+
     Shape:
-        ``(B, C_in, T, F)`` -> ``(B, G, K, T, F)``.
+        ``(B, C_in, T, F)`` -> tokens ``(B, G, T, K*F)``, flattened channel-major.
     """
 
     def __init__(self, in_channels: int, groups: int, channels: int) -> None:
@@ -61,7 +68,20 @@ class _Projection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, frames, bins = x.shape
         y = self.act(self.conv(x)).view(batch, self.groups, self.channels, frames, bins)
-        return self.norm(y)
+        y = y.transpose(2, 3)
+        # (B, G, T, K, F): normalised over (K, F) of each token
+        if torch.onnx.is_in_onnx_export():
+            # the exporter cannot take a normalised shape read off a dynamic input: the same
+            # normalisation spelled out
+            mean = y.mean(dim=(3, 4), keepdim=True)
+            var = (y - mean).pow(2).mean(dim=(3, 4), keepdim=True)
+            y = (y - mean) * torch.rsqrt(var + self.norm.eps)
+        else:
+            y = F_.layer_norm(y, (self.channels, bins), eps=self.norm.eps)
+        weight = self.norm.weight.view(1, self.groups, 1, self.channels, 1)
+        bias = self.norm.bias.view(1, self.groups, 1, self.channels, 1)
+        y = torch.addcmul(bias, y, weight)
+        return y.reshape(batch, self.groups, frames, self.channels * bins)
 
     def channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """The same projection on channels-last features: a matrix product, no convolution.
@@ -115,10 +135,8 @@ class FullBandAttention(nn.Module):
         Shape:
             ``(B, C, T_ref, F)`` -> keys ``(B, L, T_ref, E*F)``, values ``(B, L, T_ref, (C/L)*F)``.
         """
-        keys = self.key(key_value)
-        values = self.value(key_value)
-        # (B, L, K, T_ref, F) -> (B, L, T_ref, K*F)
-        return _tokens(keys), _tokens(values)
+        # (B, L, T_ref, K*F) each
+        return self.key(key_value), self.value(key_value)
 
     def attend(
         self,
@@ -129,7 +147,7 @@ class FullBandAttention(nn.Module):
     ) -> torch.Tensor:
         """Attention from query frames to pre-projected keys/values (see :meth:`project_key_value`)."""
         batch, channels, frames, bins = query.shape
-        queries = _tokens(self.query(query))
+        queries = self.query(query)
         # (B, L, T_mix, E*F)
         mask = None
         if key_padding_mask is not None:
@@ -139,7 +157,7 @@ class FullBandAttention(nn.Module):
         # (B, L, T_mix, (C/L)*F) -> (B, C, T_mix, F)
         attended = attended.view(batch, self.num_heads, frames, channels // self.num_heads, bins)
         attended = attended.permute(0, 1, 3, 2, 4).reshape(batch, channels, frames, bins)
-        out = self.merge(attended).squeeze(1)
+        out = self.merge(attended).view(batch, frames, channels, bins).transpose(1, 2)
         # (B, C, T_mix, F)
         return out + query if self.residual else out
 
@@ -179,10 +197,3 @@ def _tokens_channels_last(x: torch.Tensor) -> torch.Tensor:
     # (B, T, F, G, K) -> (B, G, T, F*K)
     batch, frames, bins, groups, channels = x.shape
     return x.permute(0, 3, 1, 2, 4).reshape(batch, groups, frames, bins * channels)
-
-
-def _tokens(x: torch.Tensor) -> torch.Tensor:
-    # (B, G, K, T, F) -> (B, G, T, K*F)
-    batch, groups, channels, frames, bins = x.shape
-    return x.permute(0, 1, 3, 2, 4).reshape(batch, groups, frames, channels * bins)
-
