@@ -16,6 +16,7 @@ from usef.confidence import ConfidenceMap, choose_threshold, features, fit, roc_
 from usef.data import DynamicMixDataset, SpeakerCorpus
 from usef.data.splits import write_eval_set
 from usef.evaluate import confidence_summary, evaluate_list, read_eval_list
+from usef.metrics import level_db
 from usef.train import losses
 
 SR = 8000
@@ -173,6 +174,32 @@ def test_level_rules():
     np.testing.assert_array_equal(out[2], est[2])  # the mixture itself clips: not our failure
 
 
+def test_bounded_level_corrects_a_little_and_keeps_silence_silent():
+    rng = np.random.default_rng(3)
+    target = 0.1 * rng.standard_normal((1, SR)).astype(np.float32)
+    other = 0.1 * rng.standard_normal((1, SR)).astype(np.float32)
+    mixture = target + other
+    full = audio.match_level(0.9 * target, mixture, sample_rate=SR)
+    # 0.9 dB quiet: inside the bound, the correction is the free fit's
+    np.testing.assert_allclose(audio.bounded_match_level(0.9 * target, mixture, 3.0, sample_rate=SR), full,
+                               rtol=1e-5)
+    # 6 dB quiet: corrected by 3 dB only
+    half = audio.bounded_match_level(0.5 * target, mixture, 3.0, sample_rate=SR)
+    np.testing.assert_allclose(half, 0.5 * target * 10 ** (3 / 20), rtol=1e-5)
+    # an absent talker's near silence (here 40 dB under the interferer) rises by 3 dB at most,
+    # where the free fit would bring it up to the interferer's level
+    hush = 0.01 * other
+    assert level_db(audio.bounded_match_level(hush, mixture, 3.0, sample_rate=SR)[0], hush[0]) <= 3.0 + 1e-6
+    assert level_db(audio.match_level(hush, mixture, sample_rate=SR)[0], hush[0]) > 30.0
+    # silence stays silence; the bound 0 keeps the model's level; full scale is kept
+    np.testing.assert_array_equal(audio.bounded_match_level(np.zeros_like(target), mixture), 0.0)
+    np.testing.assert_allclose(audio.bounded_match_level(0.5 * target, mixture, 0.0), 0.5 * target)
+    loud = audio.bounded_match_level(20 * target, 0.5 * mixture / np.abs(mixture).max(), 3.0, 0.999, SR)
+    assert np.abs(loud).max() == pytest.approx(0.999, rel=1e-5)
+    with pytest.raises(ValueError, match="max_correction_db"):
+        audio.bounded_match_level(target, mixture, -1.0)
+
+
 def test_calibrated_model_keeps_its_level_and_gives_confidence(tmp_path):
     import usef
     from usef.models import build_model
@@ -187,8 +214,10 @@ def test_calibrated_model_keeps_its_level_and_gives_confidence(tmp_path):
     fitted = usef.Extractor(model).extract(mixture, reference, sample_rate=SR)
     model.output_level = "calibrated"
     kept = usef.Extractor(model).extract(mixture, reference, sample_rate=SR)
-    np.testing.assert_allclose(kept, audio.limit_peak(raw, mixture), rtol=1e-5, atol=1e-6)
-    assert not np.allclose(fitted, kept)
+    expected = audio.bounded_match_level(raw, mixture, audio.CALIBRATED_MAX_CORRECTION_DB, 0.999, SR)
+    np.testing.assert_allclose(kept, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fitted, audio.match_level(raw, mixture, 0.999, SR), rtol=1e-5, atol=1e-6)
+    assert abs(level_db(kept, raw)) <= audio.CALIBRATED_MAX_CORRECTION_DB + 1e-6
     with pytest.raises(ValueError, match="confidence map"):
         usef.Extractor(model).extract(mixture, reference, sample_rate=SR, return_confidence=True)
     model.confidence_map = ConfidenceMap((0.1, 0.2, -0.3), 0.5).to_dict()
@@ -344,7 +373,8 @@ def test_energy_ratio_and_level_rule_helpers():
     assert math.isnan(energy_ratio_db(x, np.zeros(400)))
     est, mix = (0.5 * x)[None].astype(np.float32), (x / np.abs(x).max())[None].astype(np.float32)
     np.testing.assert_array_equal(audio.apply_level(est, mix, "model", SR), est)
-    np.testing.assert_array_equal(audio.apply_level(est, mix, "calibrated", SR), audio.limit_peak(est, mix))
+    np.testing.assert_array_equal(audio.apply_level(est, mix, "calibrated", SR),
+                                  audio.bounded_match_level(est, mix, audio.CALIBRATED_MAX_CORRECTION_DB, 0.999, SR))
     np.testing.assert_array_equal(audio.apply_level(est, mix, "mixture", SR), audio.match_level(est, mix, 0.999, SR))
     with pytest.raises(ValueError, match="rule"):
         audio.apply_level(est, mix, "auto", SR)

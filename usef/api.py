@@ -88,8 +88,9 @@ class Extractor:
         batch_size: chunks (or equal-length mixtures of a list) per forward pass; default
             1 on CPU (fastest and leanest there), 4 on CUDA.
         level: ``"auto"`` (default): ``"mixture"`` for models trained with a scale-invariant
-            loss, the model's own level (kept within full scale) for models whose checkpoint
-            says ``output_level: calibrated`` (:func:`usef.audio.resolve_level`);
+            loss, the model's own level moved at most 3 dB towards that fit (and kept within
+            full scale) for models whose checkpoint says ``output_level: calibrated``
+            (:func:`usef.audio.resolve_level`, :func:`usef.audio.bounded_match_level`);
             ``"mixture"``: each estimate (each chunk of a long one) is scaled by the gain
             that fits it to its mixture (:func:`usef.audio.match_level`), i.e. to the level
             the target has there; ``"model"``: the model's raw output.

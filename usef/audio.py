@@ -27,16 +27,26 @@ import soundfile as sf
 import soxr
 
 from usef.audio_chunks import chunk_starts, chunked_overlap_add
-from usef.audio_level import LEVELS, apply_level, limit_peak, match_level, resolve_level
+from usef.audio_level import (
+    CALIBRATED_MAX_CORRECTION_DB,
+    LEVELS,
+    apply_level,
+    bounded_match_level,
+    limit_peak,
+    match_level,
+    resolve_level,
+)
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias, py3.9)
 
 __all__ = [
+    "CALIBRATED_MAX_CORRECTION_DB",
     "LEVELS",
     "apply_level",
     "audio_info",
+    "bounded_match_level",
     "chunk_starts",
     "chunked_overlap_add",
     "fit_length",

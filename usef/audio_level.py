@@ -10,10 +10,18 @@ import math
 
 import numpy as np
 
-__all__ = ["LEVELS", "apply_level", "limit_peak", "match_level", "resolve_level"]
+__all__ = ["CALIBRATED_MAX_CORRECTION_DB", "LEVELS", "apply_level", "bounded_match_level", "limit_peak",
+           "match_level", "resolve_level"]
 
 
 LEVELS = ("auto", "mixture", "model")
+
+# How far the "calibrated" rule may move a level-trained model's output towards the mixture fit.
+# On the held-out target-absent set of usef-conformer-8k-tp (216 present, 84 absent items) the raw
+# level was -1.24 dB off the target (median; 95 % within 3.92 dB); bounded to +-3 dB the fit took it
+# to -0.09 dB (2.37 dB), as good as the free fit (+0.02, 2.35), while absent talkers stayed silent
+# (median -32.3 dB against the mixture instead of -35.3; the free fit brings them back to -3.2 dB).
+CALIBRATED_MAX_CORRECTION_DB = 3.0
 
 
 def resolve_level(level: str, model_output_level: str | None) -> str:
@@ -23,8 +31,9 @@ def resolve_level(level: str, model_output_level: str | None) -> str:
 
     ``"auto"`` picks ``"calibrated"`` for a model whose checkpoint says its level was trained
     (``output_level: calibrated``: a scale-dependent loss, and target-absent mixtures whose
-    right answer is silence, which a fit to the mixture would undo) and ``"mixture"`` for the
-    others, whose gain a scale-invariant loss left arbitrary.
+    right answer is silence, which a free fit to the mixture would undo) and ``"mixture"`` for
+    the others, whose gain a scale-invariant loss left arbitrary. ``"calibrated"`` trusts the
+    model's level to within :data:`CALIBRATED_MAX_CORRECTION_DB` (:func:`bounded_match_level`).
     """
     if level not in LEVELS:
         raise ValueError(f"level: must be one of {LEVELS}, got {level!r}")
@@ -36,8 +45,10 @@ def resolve_level(level: str, model_output_level: str | None) -> str:
 def apply_level(estimate: np.ndarray, mixture: np.ndarray, rule: str, sample_rate: int,
                 headroom: float = 0.999) -> np.ndarray:
     """``estimate`` under a rule of :func:`resolve_level`: ``"mixture"`` fits it to the mixture
-    (:func:`match_level`), ``"calibrated"`` only keeps it within full scale (:func:`limit_peak`),
-    ``"model"`` leaves it as it is. One place for the torch API and the ONNX runtime.
+    (:func:`match_level`), ``"calibrated"`` moves it towards that fit by at most
+    :data:`CALIBRATED_MAX_CORRECTION_DB` and keeps it within full scale
+    (:func:`bounded_match_level`), ``"model"`` leaves it as it is. One place for the torch API
+    and the ONNX runtime.
 
     Shape:
         estimate: (..., T) and mixture: (..., T) -> (..., T).
@@ -45,7 +56,7 @@ def apply_level(estimate: np.ndarray, mixture: np.ndarray, rule: str, sample_rat
     if rule == "mixture":
         return match_level(estimate, mixture, headroom, sample_rate)
     if rule == "calibrated":
-        return limit_peak(estimate, mixture, headroom)
+        return bounded_match_level(estimate, mixture, CALIBRATED_MAX_CORRECTION_DB, headroom, sample_rate)
     if rule == "model":
         return estimate
     raise ValueError(f"rule: must be 'mixture', 'calibrated' or 'model', got {rule!r}")
@@ -67,6 +78,35 @@ def limit_peak(estimate: np.ndarray, mixture: np.ndarray, headroom: float = 0.99
     mix_peak = np.max(np.abs(mix), axis=-1, keepdims=True)
     gain = np.where((mix_peak <= 1.0) & (peak > headroom), headroom / np.maximum(peak, 1e-30), 1.0)
     return (est * gain).astype(est.dtype)
+
+
+def bounded_match_level(estimate: np.ndarray, mixture: np.ndarray, max_correction_db: float = 3.0,
+                        headroom: float = 0.999, sample_rate: int = 8000) -> np.ndarray:
+    """The model's own level, corrected towards :func:`match_level`'s by at most
+    ``max_correction_db`` either way, then kept within full scale (:func:`limit_peak`).
+
+    For models whose level was trained: their output is a little off the target's level (a
+    scale-dependent loss still trades level for shape), which the mixture fit corrects, but a
+    near-silent output for an absent talker must stay near silent, which a free fit would undo.
+    The polarity is the model's own (its loss saw the sign).
+
+    Shape:
+        estimate: (..., T) and mixture: (..., T) -> (..., T).
+    """
+    est, mix = np.asarray(estimate), np.asarray(mixture)
+    if est.shape != mix.shape:
+        raise ValueError(f"estimate and mixture must have one shape, got {est.shape} and {mix.shape}")
+    if not math.isfinite(max_correction_db) or max_correction_db < 0:
+        raise ValueError(f"max_correction_db must be finite and >= 0, got {max_correction_db}")
+    if not est.size:
+        return est
+    fitted = match_level(est, mix, math.inf, sample_rate).astype(np.float64)
+    e64 = est.astype(np.float64)
+    energy = np.sum(e64 * e64, axis=-1, keepdims=True)
+    fit_gain = np.abs(np.sum(fitted * e64, axis=-1, keepdims=True)) / np.maximum(energy, 1e-300)
+    bound = 10.0 ** (max_correction_db / 20.0)
+    gain = np.where(energy > 0, np.clip(fit_gain, 1.0 / bound, bound), 1.0)
+    return limit_peak((e64 * gain).astype(est.dtype), mix, headroom)
 
 
 def match_level(estimate: np.ndarray, mixture: np.ndarray, headroom: float = 0.999,
