@@ -20,7 +20,10 @@ it (at the model's rate, as the training tables were) by the extractor's ``embed
 :class:`usef.embeddings.ResemblyzerEmbedder` (the optional ``resemblyzer`` extra).
 
 Turning paths, arrays and tensors into waveforms, and the checks on rates and chunk lengths, live
-in :mod:`usef.inputs`; this module re-exports them.
+in :mod:`usef.inputs`; this module re-exports them. The target speaker's side of
+:class:`Extractor` (references, speaker vectors, enrollments: :meth:`Extractor.enroll`) is in
+:mod:`usef.api_speaker`, which it inherits; lists of mixtures served by the bundled default of
+each item's rate, in :mod:`usef.api_rates`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,10 +38,10 @@ import torch
 
 from usef import audio, hub
 from usef import confidence as confidence_module
-from usef import vad as vad_module
+from usef.api_rates import _rate, extract_by_rate
+from usef.api_speaker import SpeakerInputs
 from usef.enrollment import Enrollment
-from usef.enrollment import build as build_enrollment
-from usef.inputs import (  # noqa: F401 (the three limits are only re-exported, for callers)
+from usef.inputs import (  # noqa: F401 (the three limits and _is_path are only re-exported, for callers)
     MAX_SAMPLE_RATE,
     MIN_CHUNK_SECONDS,
     MIN_SAMPLE_RATE,
@@ -75,7 +77,7 @@ list_models = hub.list_models
 _chunk_starts = audio.chunk_starts  # kept for callers of the old private name
 
 
-class Extractor:
+class Extractor(SpeakerInputs):
     """A loaded model that extracts repeatedly without reloading.
 
     Args:
@@ -140,7 +142,7 @@ class Extractor:
     def __repr__(self) -> str:
         return f"Extractor(name={self.name!r}, sample_rate={self.sample_rate}, device={self.device})"
 
-    # -- input preparation ---------------------------------------------------------------
+    # -- input preparation (the reference's, embedding's, enrollment's: SpeakerInputs) ---
     def _mixture(self, x: AudioInput, sample_rate: int | None) -> _Signal:
         raw, rate, tensor = _coerce(x, "mixture", sample_rate)
         wave = audio.validate_waveform(raw, "mixture", rate)
@@ -148,90 +150,7 @@ class Extractor:
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         return _Signal(audio.resample(wave, rate, self.sample_rate), rate, length, tensor, peak)
 
-    def _reference(self, x: AudioInput, sample_rate: int | None) -> np.ndarray:
-        raw, rate, _ = _coerce(x, "reference", sample_rate)
-        min_samples = int(getattr(self.model, "min_reference_samples", 0))
-        wave = audio.validate_waveform(raw, "reference", rate, min_samples / self.sample_rate, allow_silence=False)
-        wave = audio.most_energetic_window(wave, rate, self.max_reference_seconds)
-        wave = audio.resample(wave, rate, self.sample_rate)
-        if wave.shape[0] < min_samples:  # resampling may round a sample or two away
-            wave = audio.fit_length(wave, min_samples)
-        return wave
-
-    def _embedding(self, x: Any) -> np.ndarray:
-        dim = getattr(self.model, "embedding_dim", None)
-        if dim is None:
-            raise ValueError(f"embedding: model {self.name!r} takes no embedding; pass reference=")
-        if _is_path(x):
-            path = Path(x)
-            if not path.is_file():
-                raise FileNotFoundError(f"embedding: file not found: {path}")
-            try:
-                x = np.load(path, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise ValueError(f"embedding: cannot read {path} as .npy: {exc}") from None
-        if isinstance(x, torch.Tensor):
-            x = x.detach().to("cpu", torch.float32).numpy()
-        x = np.asarray(x)
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.shape != (dim,) or not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"embedding: expected numbers of shape ({dim},) or (1, {dim}), got {x.shape}")
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise ValueError("embedding: contains NaN or Inf values")
-        return x
-
-    def _condition_input(self, reference: Any, embedding: Any, sample_rate: int | None):
-        if isinstance(reference, Enrollment):
-            if embedding is not None:
-                raise ValueError("reference: pass either an enrollment or embedding=, not both")
-            reference.check(self.model, self.name)
-            return reference, None
-        if embedding is not None:
-            if reference is not None:
-                raise ValueError("reference: pass either reference= or embedding=, not both")
-            return None, self._embedding(embedding)
-        if reference is None:
-            hint = " or embedding=" if getattr(self.model, "embedding_dim", None) else ""
-            raise ValueError(f"reference: a recording of the target speaker is required{hint}")
-        wave = self._reference(reference, sample_rate)
-        if getattr(self.model, "needs_reference", True):
-            return wave, None
-        return None, self._embedding(self._embedder()(wave, self.sample_rate))
-
-    def _embedder(self) -> Callable[[np.ndarray, int], np.ndarray]:
-        if self.embedder is None:
-            from usef.embeddings.dvector import EXTRA_HINT, ResemblyzerEmbedder
-
-            dim = getattr(self.model, "embedding_dim", None)
-            if dim != ResemblyzerEmbedder.embedding_dim:
-                raise ValueError(f"reference: model {self.name!r} takes a {dim}-d speaker vector and the default "
-                                 f"embedder (resemblyzer) makes 256-d ones: pass embedding= or Extractor(embedder=)")
-            try:
-                self.embedder = ResemblyzerEmbedder(device=str(self.device))
-            except ImportError as exc:
-                raise ImportError(f"reference: model {self.name!r} is conditioned on a resemblyzer d-vector; "
-                                  f"computing it from the reference needs {EXTRA_HINT}, or pass embedding=") from exc
-        return self.embedder
-
-    # -- model calls ---------------------------------------------------------------------
-    def _condition(self, refs: Sequence[np.ndarray | None], embs: Sequence[np.ndarray | None]):
-        device = self.device
-        if isinstance(refs[0], Enrollment):
-            return refs[0].condition(self.model, list(refs), device)
-        if embs[0] is not None:
-            emb = torch.from_numpy(np.stack(embs)).to(device)
-            return self.model.prepare_condition(embedding=emb)
-        lengths = [r.shape[0] for r in refs]
-        batch = np.zeros((len(refs), max(lengths)), dtype=np.float32)
-        for i, r in enumerate(refs):
-            batch[i, : r.shape[0]] = r
-        return self.model.prepare_condition(
-            reference=torch.from_numpy(batch).to(device),
-            reference_lengths=torch.tensor(lengths, dtype=torch.int64, device=device),
-        )
-
+    # -- model calls (the condition: SpeakerInputs._condition) ---------------------------
     def _forward(self, mixtures: np.ndarray, condition: Any, energy_sink: list | None = None) -> np.ndarray:
         # (B, T_mix) at the model rate -> (B, T_mix); with energy_sink, the (B, 5) energies of
         # usef.confidence are appended to it (computed on the raw output, before any level rule)
@@ -279,65 +198,7 @@ class Extractor:
         dtype = mix.tensor_like.dtype if mix.tensor_like.is_floating_point() else torch.float32
         return torch.from_numpy(np.ascontiguousarray(estimate)).to(mix.tensor_like.device, dtype)
 
-    # -- public --------------------------------------------------------------------------
-    def enroll(
-        self,
-        clips: AudioInput | Sequence[AudioInput],
-        *,
-        sample_rate: int | None = None,
-        trim: bool = True,
-        vad: str = "energy",
-    ) -> Enrollment:
-        """Prepare a speaker once, from one clip or several clips of the *same* speaker.
-
-        Each clip is checked like a reference, resampled to the model's rate, trimmed of
-        silence and long pauses (``trim``, :func:`usef.vad.trim` with detector ``vad``) and
-        cropped to its most energetic ``max_reference_seconds``. USEF models then attend to the
-        frames of all clips together; embedding models use the average of the clips' vectors.
-        The result goes to :meth:`extract` in place of a reference and can be saved
-        (:meth:`Enrollment.save`) and loaded for this same model (:meth:`Enrollment.load`).
-
-        Args:
-            clips: a path, NumPy array or tensor, or a list of them (one speaker).
-            sample_rate: rate of array/tensor clips (files carry their own).
-            trim: drop silence and pauses longer than 0.5 s (never empties a clip).
-            vad: ``"energy"`` or ``"silero"`` (when the silero-vad package is installed).
-
-        Shape:
-            each clip ``(T,)`` or ``(C, T)``.
-
-        Raises:
-            ValueError / FileNotFoundError: a bad clip (named ``clips[i]``); ImportError:
-            ``vad="silero"`` without its package.
-        """
-        if vad not in vad_module.METHODS:
-            raise ValueError(f"vad: must be one of {vad_module.METHODS}, got {vad!r}")
-        items = list(clips) if isinstance(clips, (list, tuple)) else [clips]
-        if not items:
-            raise ValueError("clips: no clip given")
-        min_samples = int(getattr(self.model, "min_reference_samples", 0))
-        waves = []
-        for i, clip in enumerate(items):
-            argument = f"clips[{i}]" if len(items) > 1 else "clip"
-            if not trim:  # exactly the reference= path
-                try:
-                    waves.append(self._reference(clip, sample_rate))
-                except (ValueError, TypeError, FileNotFoundError) as exc:
-                    raise type(exc)(f"{argument}: {exc}") from None
-                continue
-            raw, rate, _ = _coerce(clip, argument, sample_rate)
-            wave = audio.validate_waveform(raw, argument, rate, min_samples / self.sample_rate, allow_silence=False)
-            whole = audio.resample(wave, rate, self.sample_rate)
-            wave = vad_module.trim(whole, self.sample_rate, vad)
-            if wave.shape[0] < min_samples:  # too little speech found to stand alone: the whole clip
-                wave = audio.fit_length(whole, max(min_samples, whole.shape[0]))
-            waves.append(audio.most_energetic_window(wave, self.sample_rate, self.max_reference_seconds))
-        with torch.inference_mode():
-            vectors = None
-            if not getattr(self.model, "needs_reference", True):
-                vectors = [self._embedding(self._embedder()(w, self.sample_rate)) for w in waves]
-            return build_enrollment(self.model, waves, name=self.name, vectors=vectors)
-
+    # -- public (enroll: SpeakerInputs) --------------------------------------------------
     def extract(
         self,
         mixture: AudioInput | Sequence[AudioInput],
@@ -467,12 +328,6 @@ def load_model(
     return Extractor(model, name=path.name, **options)
 
 
-def _rate(mixture: Any, sample_rate: int | None) -> int | None:
-    if _is_path(mixture):
-        return audio.audio_info(mixture, "mixture")[0]
-    return sample_rate
-
-
 def extract(
     mixture: AudioInput | Sequence[AudioInput],
     reference: None | AudioInput | Sequence[AudioInput] = None,
@@ -522,26 +377,10 @@ def extract(
     elif isinstance(model, torch.nn.Module):
         extractor = Extractor(model, device=device)
     elif model == "default" and isinstance(mixture, (list, tuple)) and mixture:
-        # the default is chosen per item by its rate: a mixed list must not run 8 kHz files
-        # through the 16 kHz model (or the reverse); same-rate items still share batches
-        rates = [_rate(m, sample_rate) for m in mixture]
-        n = len(mixture)
-        refs = list(reference) if isinstance(reference, (list, tuple)) else [reference] * n
-        embs = list(embedding) if isinstance(embedding, (list, tuple)) else [embedding] * n
-        if len(refs) != n or len(embs) != n:
-            raise ValueError(f"reference/embedding: got a list whose length differs from the {n} mixtures")
-        results: list = [None] * n
-        for rate in dict.fromkeys(rates):
-            picks = [i for i in range(n) if rates[i] == rate]
-            extractor = load_model(model, device=device, sample_rate=rate)
-            outs = extractor.extract(
-                [mixture[i] for i in picks], [refs[i] for i in picks] if reference is not None else None,
-                embedding=[embs[i] for i in picks] if embedding is not None else None,
-                sample_rate=sample_rate, chunk_seconds=chunk_seconds, progress=progress,
-                return_confidence=return_confidence)
-            for i, out in zip(picks, outs):
-                results[i] = out
-        return results
+        # the default is chosen per item by its rate (usef.api_rates)
+        return extract_by_rate(load_model, model, mixture, reference, embedding, sample_rate=sample_rate,
+                               device=device, chunk_seconds=chunk_seconds, progress=progress,
+                               return_confidence=return_confidence)
     else:
         extractor = load_model(model, device=device, sample_rate=_rate(mixture, sample_rate) if model == "default"
                                else None)

@@ -3,8 +3,9 @@
 :func:`read_list` turns the CSV into :class:`Item` rows (a bad row gets a ``problem``, not an
 exception); ``failures.csv`` and ``confidence.csv`` are rewritten atomically and under a folder
 lock, so runs of other lists sharing the output folder keep their rows; sharded runs merge
-their per-rank failure files here. None of it runs a model: kept apart from
-:mod:`usef.bin.extract`, which does, and re-exports what its callers use.
+their per-rank failure files here. Enrollment files (``--enrollment``, or a list's enrollment
+column) are read by :func:`read_enrollment`, in both modes. None of it runs a model: kept apart
+from :mod:`usef.bin.extract`, which does, and re-exports what its callers use.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from usef.bin import UsageError
+
+if TYPE_CHECKING:
+    from usef.enrollment import Enrollment
 
 # the command's own logger: these lines read as usef extract's, as they did before the split
 logger = logging.getLogger("usef.extract")
@@ -121,6 +126,26 @@ def read_list(path: Path, out_dir: Path) -> list[Item]:
                 seen[item.id] = row_index
         items.append(item)
     return items
+
+
+def read_enrollment(path: str) -> Enrollment:
+    """:meth:`usef.enrollment.Enrollment.load`, with a missing or invalid file a :class:`UsageError`."""
+    from usef.enrollment import Enrollment  # lazy: keeps --help fast
+
+    try:
+        return Enrollment.load(path)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def enrollment_model(spec: str, enrollment: Enrollment) -> str:
+    """The model spec for an enrollment: ``--model default`` becomes the bundled model that made
+    it (the only model it is valid for); any other spec stays (and is checked at use)."""
+    if spec != "default":
+        return spec
+    from usef.hub import list_models  # lazy: keeps --help fast
+
+    return enrollment.model_name if enrollment.model_name in list_models() else spec
 
 
 def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
