@@ -151,6 +151,24 @@ def test_init_from_weights_strict_and_partial(pack, tmp_path, one_thread, caplog
     assert "left" in caplog.text and "at random" in caplog.text
 
 
+def test_calibrate_output_gain_scales_only_the_output_layer_of_a_fresh_run(pack, tmp_path, one_thread):
+    train(_config(pack, max_steps=2), tmp_path / "src")
+    folder = tmp_path / "src" / "checkpoints" / "step_2"
+    source = load_pretrained(folder).state_dict()
+    config = _config(pack, max_steps=1, lr=1e-12, warmup_steps=0, calibrate_output_gain=True)
+    config["init_from"] = str(folder)
+    tuned = train(config, tmp_path / "cal").model.state_dict()
+    ratio = tuned["separator.output.weight"] / source["separator.output.weight"]
+    gain = ratio.flatten()[0]
+    assert abs(float(gain) - 1.0) > 1e-3 and torch.allclose(ratio, gain.expand_as(ratio), rtol=1e-4)
+    assert torch.allclose(tuned["separator.output.bias"], gain * source["separator.output.bias"], rtol=1e-4)
+    assert all(torch.allclose(tuned[k], source[k], atol=1e-9) for k in source if not k.startswith("separator.output."))
+    # a resumed run keeps its trained gain: no second calibration
+    config["train"]["max_steps"] = 2
+    resumed = train(config, tmp_path / "cal", resume=True).model.state_dict()
+    assert torch.allclose(resumed["separator.output.weight"], tuned["separator.output.weight"], atol=1e-9)
+
+
 def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes(pack, tmp_path, one_thread, caplog):
     exp = tmp_path / "exp"
     stopped = train(_config(pack, max_steps=5, max_minutes=1e-9), exp)

@@ -15,6 +15,17 @@ import torch
 from torch import nn
 
 
+def _batch_first_lstm(rnn: nn.LSTM, seq: torch.Tensor) -> torch.Tensor:
+    # The published call, a batch-first BLSTM, on the shipped module's weights (built time-major):
+    # the flag is only read at call time, and the kernel's path (its own transposes and copies)
+    # is part of what the reference times.
+    rnn.batch_first = True
+    try:
+        return rnn(seq)[0]
+    finally:
+        rnn.batch_first = False
+
+
 def _axis_blstm_reference(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     # (B, D, T, F) -> (B, D, T, F)
     batch, channels, frames, bins = x.shape
@@ -22,7 +33,7 @@ def _axis_blstm_reference(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         seq = x.permute(0, 3, 2, 1).reshape(batch * bins, frames, channels)
     else:
         seq = x.permute(0, 2, 3, 1).reshape(batch * frames, bins, channels)
-    out = module.proj(module.rnn(module.norm(seq))[0])
+    out = module.proj(_batch_first_lstm(module.rnn, module.norm(seq)))
     if module.along_time:
         out = out.reshape(batch, bins, frames, channels).permute(0, 3, 2, 1)
     else:

@@ -28,6 +28,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # loss floor of target-absent items (data.mix.p_target_absent > 0): output energy this
     # many dB below the mixture counts as silence
     "absent_floor_db": -30.0,
+    # fresh runs: scale the output layer so the median output level of 4 training batches
+    # matches the targets before step 1 (usef.train.calibrate), for a level-dependent fine-tune
+    # of a model trained scale-invariantly
+    "calibrate_output_gain": False,
 }
 DEV_DEFAULTS: dict[str, Any] = {"n_items": 200, "seed": 20250, "batch_size": 1, "segment_seconds": None, "mix": {}}
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

@@ -42,6 +42,7 @@ from usef.data import collate_examples
 from usef.metrics import energy_ratio_db, si_sdr
 from usef.models import build_model
 from usef.train import losses, state
+from usef.train.calibrate import calibrate_output_gain
 from usef.train.config import apply_overrides, load_config, resolve_config
 from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
 from usef.train.schedule import WarmupDecay
@@ -316,11 +317,16 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             logger.info("initialised from %s (fresh optimizer)%s", cfg["init_from"]["path"],
                         f"; skipped {skipped}" if skipped else "")
 
+    data = build_data(cfg, model.sample_rate, info.rank, exp_dir)
+    _check_embeddings(model, data.train)
+    if t["calibrate_output_gain"] and step == 0:
+        size = int(t["batch_size"])
+        probe = [_to_device(collate_examples([data.train[i] for i in range(k * size, (k + 1) * size)]), info.device)
+                 for k in range(4)]
+        calibrate_output_gain(model, probe, _forward)  # before the DDP wrap, which broadcasts rank 0's weights
     ddp = info.world > 1
     if ddp:
         model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    data = build_data(cfg, _unwrap(model).sample_rate, info.rank, exp_dir)
-    _check_embeddings(model, data.train)
     accum = int(t["grad_accum"])
     sampler = StepBatchSampler(len(data.train), int(t["batch_size"]), start=step * accum,
                                rank=0 if data.rank_in_dataset else info.rank,
