@@ -20,19 +20,25 @@ from html import escape
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
-def read_curve(spec: str) -> tuple[str, list[tuple[float, float]]]:
+def read_curve(spec: str, x_axis: str = "step") -> tuple[str, list[tuple[float, float]]]:
+    """``x_axis`` "step", or "minutes": training time summed from the logged step times (the
+    dev passes left out), so that runs of different step costs compare per CPU-minute."""
     label, _, rest = spec.partition("=")
     path, _, offset = rest.partition("+")
-    points = []
+    points, minutes, last_step = [], 0.0, 0
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
+            if row.get("step_time") is not None:
+                minutes += float(row["step_time"]) * (int(row["step"]) - last_step) / 60.0
+                last_step = int(row["step"])
             if row.get("dev_si_sdr_imp") is not None:
-                points.append((row["step"] + float(offset or 0), float(row["dev_si_sdr_imp"])))
+                x = row["step"] + float(offset or 0) if x_axis == "step" else minutes
+                points.append((x, float(row["dev_si_sdr_imp"])))
     return label, points
 
 
-def svg_plot(curves: list[tuple[str, list[tuple[float, float]]]], title: str) -> str:
+def svg_plot(curves: list[tuple[str, list[tuple[float, float]]]], title: str, x_label: str = "training step") -> str:
     width, height, left, right, top, bottom = 640, 400, 60, 20, 40, 50
     xs = [x for _, pts in curves for x, _ in pts] or [0, 1]
     ys = [y for _, pts in curves for _, y in pts] or [0, 1]
@@ -54,7 +60,7 @@ def svg_plot(curves: list[tuple[str, list[tuple[float, float]]]], title: str) ->
                    f'<text x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.1f}</text>')
         x = x_max * k / 5
         out.append(f'<text x="{px(x):.1f}" y="{height - bottom + 18}" text-anchor="middle">{x:.0f}</text>')
-    out.append(f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">training step</text>')
+    out.append(f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">{escape(x_label)}</text>')
     out.append(f'<text x="15" y="{height / 2}" transform="rotate(-90 15 {height / 2})" '
                f'text-anchor="middle">dev SI-SDRi (dB)</text>')
     for i, (label, pts) in enumerate(curves):
@@ -73,10 +79,13 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", help="LABEL=LOG.jsonl[+STEP_OFFSET]")
     parser.add_argument("--out", required=True)
     parser.add_argument("--title", default="Dev SI-SDRi on held-out speakers")
+    parser.add_argument("--x", choices=("step", "minutes"), default="step",
+                        help="x axis: training step, or training minutes summed from the logged step times")
     args = parser.parse_args(argv)
-    curves = [read_curve(spec) for spec in args.runs]
+    curves = [read_curve(spec, args.x) for spec in args.runs]
+    x_label = "training step" if args.x == "step" else "training minutes (logged step times, dev passes excluded)"
     with open(args.out, "w", encoding="utf-8") as handle:
-        handle.write(svg_plot(curves, args.title))
+        handle.write(svg_plot(curves, args.title, x_label))
     for label, pts in curves:
         print(f"{label}: " + ", ".join(f"{x:.0f}:{y:.2f}" for x, y in pts))
     return 0
