@@ -19,7 +19,8 @@ LEVELS = ("auto", "mixture", "model")
 # How far the "calibrated" rule may move a level-trained model's output towards the mixture fit.
 # On the held-out target-absent set of usef-conformer-8k-tp (stage 5 of the default, since
 # retired; 216 present, 84 absent items) the raw level was -1.24 dB off the target (median; 95 %
-# within 3.92 dB); bounded to +-3 dB the fit took it to -0.09 dB (2.37 dB), as good as the free fit (+0.02, 2.35), while absent talkers stayed silent
+# within 3.92 dB); bounded to +-3 dB the fit took it to -0.09 dB (2.37 dB), as good as the free
+# fit (+0.02, 2.35), while absent talkers stayed silent
 # (median -32.3 dB against the mixture instead of -35.3; the free fit brings them back to -3.2 dB).
 CALIBRATED_MAX_CORRECTION_DB = 3.0
 

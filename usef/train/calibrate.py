@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from usef.modules.encoder import valid_mask
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,10 +54,11 @@ def level_error_db(
                 # (B, T)
                 lengths = batch.get("lengths")
                 if lengths is not None:
-                    keep = torch.arange(target.shape[-1])[None, :] < lengths[:, None]
+                    keep = valid_mask(lengths.to(target.device), target.shape[-1]).to(target.dtype)
                     estimate, target = estimate * keep, target * keep
                 present = batch.get("target_present")
-                rows = torch.ones(target.shape[0], dtype=torch.bool) if present is None else present.bool()
+                rows = (torch.ones(target.shape[0], dtype=torch.bool, device=target.device) if present is None
+                        else present.to(target.device).bool())
                 ratio = (estimate[rows] ** 2).sum(-1) / ((target[rows] ** 2).sum(-1) + 1e-12)
                 errors.append(10.0 * torch.log10(ratio + 1e-12))
     finally:
