@@ -254,3 +254,23 @@ def test_cli_export_then_extract(tiny_model_dir, embedding_model_dir, tmp_path, 
         assert main(args) == 2, args
         assert "error:" in capsys.readouterr().err
     assert not Path("emb").exists() and not Path("e.wav").exists()
+
+
+def test_onnx_shifts_match_torch_and_follow_the_model_card(tiny_onnx, tmp_path):
+    model, directory = tiny_onnx
+    mixture = speechlike(2.1, seed=1, f0=120.0) + speechlike(2.1, seed=2, f0=210.0)
+    reference = speechlike(1.3, seed=3, f0=125.0)
+    for shifts in (1, 3):
+        torch_out = api.Extractor(model, shifts=shifts).extract(mixture, reference, sample_rate=SR,
+                                                                chunk_seconds=1.0)
+        onnx_out = rt.OnnxExtractor(directory, threads=1, shifts=shifts).extract(mixture, reference, sample_rate=SR,
+                                                                                 chunk_seconds=1.0)
+        assert relative_error(onnx_out, torch_out) <= TOLERANCE
+    assert rt.OnnxExtractor(directory).shifts == 1
+    with pytest.raises(ValueError, match="shifts"):
+        rt.OnnxExtractor(directory, shifts=0)
+    # a model card's shifts travel into config.json and become the runtime's default
+    carded = build_tiny()
+    carded.inference_shifts = 2
+    exported = export_onnx(carded, tmp_path / "carded", name="carded")
+    assert rt.OnnxExtractor(exported).shifts == 2

@@ -131,7 +131,7 @@ def test_enrollment_and_reference_path(extractor, mixture, reference, tmp_path):
 def test_bounded_memory_over_ten_minutes(extractor, reference, monkeypatch):
     # the model is replaced by a gain of 0.5 (the buffers are under test, not the network): ten
     # minutes run in seconds, and complementary fades must give back exactly half the input
-    monkeypatch.setattr(extractor, "_forward", lambda mixtures, condition: 0.5 * mixtures)
+    monkeypatch.setattr(extractor, "_forward", lambda mixtures, condition, **_: 0.5 * mixtures)
     stream = Stream(extractor, reference, latency=1.0, context=2.0)
     window = stream.schedule.window
     rng = np.random.default_rng(0)

@@ -50,7 +50,7 @@ def _build(name: str):
 
 
 def measure_forward(name: str, device: str, threads: int, dtype: str, repeats: int,
-                    mixture_seconds: float, reference_seconds: float) -> dict:
+                    mixture_seconds: float, reference_seconds: float, shifts: int = 1) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -69,19 +69,24 @@ def measure_forward(name: str, device: str, threads: int, dtype: str, repeats: i
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times = []
+    def run():
+        # as forward(), with the frame-grid shift averaging of TargetSpeakerExtractor.extract
+        return model.extract(mixture, model.prepare_condition(reference, None, kwargs.get("embedding")),
+                             shifts=shifts)
+
     with torch.inference_mode(), autocast:
-        model(mixture, reference, **kwargs)  # warm-up
+        run()  # warm-up
         for _ in range(repeats):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model(mixture, reference, **kwargs)
+            run()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
     seconds = sorted(times)[len(times) // 2]
     result = {
-        "model": name, "device": device, "threads": threads, "dtype": dtype,
+        "model": name, "device": device, "threads": threads, "dtype": dtype, "shifts": shifts,
         "parameters": sum(p.numel() for p in model.parameters()),
         "seconds": seconds, "rtf": seconds / mixture_seconds,
         "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": base_rss,
@@ -207,6 +212,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mixture-seconds", type=float, default=10.0)
     parser.add_argument("--reference-seconds", type=float, default=4.0)
+    parser.add_argument("--shifts", nargs="*", type=int, default=[1],
+                        help="frame-grid offsets averaged per forward (TargetSpeakerExtractor.extract); one row each")
     parser.add_argument("--long", action="store_true", help="also the 1-hour chunked extraction")
     parser.add_argument("--long-model", default="default")
     parser.add_argument("--long-hours", type=float, default=1.0)
@@ -219,8 +226,9 @@ def main() -> int:
     if args.child is not None:
         kind, *rest = args.child
         if kind == "forward":
-            name, device, threads, dtype, repeats, mix_s, ref_s = rest
-            result = measure_forward(name, device, int(threads), dtype, int(repeats), float(mix_s), float(ref_s))
+            name, device, threads, dtype, repeats, mix_s, ref_s, shifts = rest
+            result = measure_forward(name, device, int(threads), dtype, int(repeats), float(mix_s), float(ref_s),
+                                     int(shifts))
         elif kind == "compare":
             name, device, threads, repeats, mix_s, ref_s = rest
             result = compare_reference(name, device, int(threads), int(repeats), float(mix_s), float(ref_s))
@@ -244,21 +252,22 @@ def main() -> int:
             ours = sum(p.numel() for p in build_model(name).parameters())
             print(f"{name}: {ours / 1e6:.2f} M parameters; released model: {RELEASED[name]}")
     results = []
-    configs = [("cpu", t, "fp32") for t in args.threads]
+    configs = [("cpu", t, "fp32", s) for t in args.threads for s in args.shifts]
     if torch.cuda.is_available():
-        configs += [("cuda", 0, "fp32"), ("cuda", 0, "bf16")]
-    print(f"{'model':22s} {'device':6s} {'thr':>3s} {'dtype':5s} {'params':>8s} {'time s':>8s} {'RTF':>7s} {'peak MB':>8s}")
+        configs += [("cuda", 0, dtype, s) for dtype in ("fp32", "bf16") for s in args.shifts]
+    print(f"{'model':22s} {'device':6s} {'thr':>3s} {'dtype':5s} {'shift':>5s} {'params':>8s} {'time s':>8s} "
+          f"{'RTF':>7s} {'peak MB':>8s}")
     for name in names:
-        for device, threads, dtype in configs:
+        for device, threads, dtype, shifts in configs:
             result = _run_child(["forward", name, device, str(threads or 1), dtype, str(args.repeats),
-                                 str(args.mixture_seconds), str(args.reference_seconds)])
-            result.update(model=name, device=device, threads=threads, dtype=dtype)
+                                 str(args.mixture_seconds), str(args.reference_seconds), str(shifts)])
+            result.update(model=name, device=device, threads=threads, dtype=dtype, shifts=shifts)
             results.append(result)
             if "error" in result:
-                print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} error: {result['error']}")
+                print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} {shifts:5d} error: {result['error']}")
                 continue
             peak = result.get("peak_cuda_mb", result["peak_rss_mb"])
-            print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} {result['parameters'] / 1e6:7.2f}M "
+            print(f"{name:22s} {device:6s} {threads:3d} {dtype:5s} {shifts:5d} {result['parameters'] / 1e6:7.2f}M "
                   f"{result['seconds']:8.3f} {result['rtf']:7.4f} {peak:8.0f}")
     if args.long:
         for threads in args.threads:

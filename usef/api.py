@@ -77,6 +77,15 @@ list_models = hub.list_models
 _chunk_starts = audio.chunk_starts  # kept for callers of the old private name
 
 
+def check_shifts(shifts: Any, model: torch.nn.Module) -> int:
+    """``shifts`` (frame-grid offsets averaged, :meth:`TargetSpeakerExtractor.extract`) if it is an
+    integer in ``1..hop_length`` of ``model``; raises ValueError otherwise."""
+    hop = model.stft.hop_length if hasattr(model, "stft") else 1
+    if isinstance(shifts, bool) or not isinstance(shifts, (int, np.integer)) or not 1 <= shifts <= hop:
+        raise ValueError(f"shifts: must be an integer in 1..{hop} (the model's hop), got {shifts!r}")
+    return int(shifts)
+
+
 class Extractor(SpeakerInputs):
     """A loaded model that extracts repeatedly without reloading.
 
@@ -99,6 +108,9 @@ class Extractor(SpeakerInputs):
         embedder: for models that take a pre-computed speaker vector, a callable
             ``embedder(wave (T,), sample_rate) -> (E,)`` that makes it from a reference;
             default: :class:`usef.embeddings.ResemblyzerEmbedder`, created on first use.
+        shifts: average the outputs of this many passes on STFT frame grids offset by a
+            fraction of the hop (:meth:`TargetSpeakerExtractor.extract`), at ``shifts`` times
+            the cost; default: the model card's choice (``shifts`` in its ``config.yaml``), else 1.
     """
 
     def __init__(
@@ -113,8 +125,10 @@ class Extractor(SpeakerInputs):
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         embedder: Callable[[np.ndarray, int], np.ndarray] | None = None,
         level: str = "auto",
+        shifts: int | None = None,
     ) -> None:
         rule = audio.resolve_level(level, getattr(model, "output_level", None))
+        shifts = check_shifts(getattr(model, "inference_shifts", None) or 1 if shifts is None else shifts, model)
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         check_chunk_seconds(chunk_seconds)
@@ -134,13 +148,15 @@ class Extractor(SpeakerInputs):
         self.batch_size = int(batch_size)
         self.embedder = embedder
         self.level = rule  # "mixture" | "calibrated" | "model"
+        self.shifts = shifts
 
     @property
     def device(self) -> torch.device:
         return _parameter_device(self.model)
 
     def __repr__(self) -> str:
-        return f"Extractor(name={self.name!r}, sample_rate={self.sample_rate}, device={self.device})"
+        return (f"Extractor(name={self.name!r}, sample_rate={self.sample_rate}, device={self.device}, "
+                f"shifts={self.shifts})")
 
     # -- input preparation (the reference's, embedding's, enrollment's: SpeakerInputs) ---
     def _mixture(self, x: AudioInput, sample_rate: int | None) -> _Signal:
@@ -151,7 +167,8 @@ class Extractor(SpeakerInputs):
         return _Signal(audio.resample(wave, rate, self.sample_rate), rate, length, tensor, peak)
 
     # -- model calls (the condition: SpeakerInputs._condition) ---------------------------
-    def _forward(self, mixtures: np.ndarray, condition: Any, energy_sink: list | None = None) -> np.ndarray:
+    def _forward(self, mixtures: np.ndarray, condition: Any, energy_sink: list | None = None,
+                 shifts: int | None = None) -> np.ndarray:
         # (B, T_mix) at the model rate -> (B, T_mix); with energy_sink, the (B, 5) energies of
         # usef.confidence are appended to it (computed on the raw output, before any level rule)
         length = mixtures.shape[-1]
@@ -159,7 +176,9 @@ class Extractor(SpeakerInputs):
         if length < minimum:
             mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
         x = torch.from_numpy(mixtures).to(self.device)
-        raw = self.model.extract(x, condition)
+        shifts = self.shifts if shifts is None else shifts
+        # the plain call when not averaging: a user's own model need not know about shifts
+        raw = self.model.extract(x, condition, shifts=shifts) if shifts > 1 else self.model.extract(x, condition)
         if energy_sink is not None:
             energy_sink.append(confidence_module.energies(self.model, x, condition, raw))
         out = raw[:, :length].float().cpu().numpy()

@@ -15,6 +15,7 @@ dimensions, fails at once instead of first allocating the whole model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,6 +83,16 @@ def check_config_matches_weights(directory: PathLike, config: dict | None = None
         )
 
 
+def _shifts(value: Any, directory: Path) -> int | None:
+    # the frame-grid offsets averaged at inference (TargetSpeakerExtractor.extract) that the
+    # model card measured; absent: 1
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: shifts must be a positive integer, got {value!r}")
+    return value
+
+
 def load_pretrained(
     directory: PathLike, device: str | torch.device | None = None, strict: bool = True
 ) -> torch.nn.Module:
@@ -109,6 +120,7 @@ def load_pretrained(
     # they do not change the network)
     model.output_level = config.get("output_level")
     model.confidence_map = config.get("confidence")
+    model.inference_shifts = _shifts(config.get("shifts"), directory)
     if device is not None:
         model.to(device)
     return model

@@ -275,6 +275,8 @@ def onnx_config(model: nn.Module, name: str, opset: int) -> dict[str, Any]:
         "spectral_output": model.spectral_output,
         "min_reference_seconds": float(model.min_reference_seconds),
         "output_level": getattr(model, "output_level", None),
+        # frame-grid offsets averaged at inference (TargetSpeakerExtractor.extract), as in torch
+        "shifts": int(getattr(model, "inference_shifts", None) or 1),
         "graphs": {
             "reference": {"file": REFERENCE_NAME, "inputs": {"reference_spec": "(B, 2, T_ref, F)"},
                           "outputs": {"keys": "(B, L, T_ref, E*F)", "values": "(B, L, T_ref, (C/L)*F)"}},

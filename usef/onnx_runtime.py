@@ -157,7 +157,8 @@ class OnnxExtractor:
         directory: the folder written by :func:`usef.onnx_export.export_onnx`.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
             On a busy machine 1 is often fastest.
-        chunk_seconds, overlap, max_reference_seconds, level: as :class:`usef.Extractor`.
+        chunk_seconds, overlap, max_reference_seconds, level, shifts: as :class:`usef.Extractor`
+            (``shifts`` default: the exported model card's choice, ``shifts`` in config.json).
         providers: onnxruntime execution providers (default: CPU).
         spinning: let idle onnxruntime threads spin (busy-wait) for work. Off by default, like
             ``OMP_WAIT_POLICY=PASSIVE`` for torch: on this project's busy 2-core machine, 2 threads
@@ -180,6 +181,7 @@ class OnnxExtractor:
         level: str = "auto",
         providers: Sequence[str] | None = None,
         spinning: bool = False,
+        shifts: int | None = None,
     ) -> None:
         directory = Path(directory)
         if not directory.is_dir():
@@ -217,6 +219,9 @@ class OnnxExtractor:
         self.overlap = float(overlap)
         self.max_reference_seconds = float(max_reference_seconds)
         self.level = rule  # "mixture" | "calibrated" | "model", as usef.Extractor
+        self.shifts = int(config.get("shifts") or 1) if shifts is None else shifts
+        if isinstance(self.shifts, bool) or not isinstance(self.shifts, int) or not 1 <= self.shifts <= self.hop_length:
+            raise ValueError(f"shifts: must be an integer in 1..{self.hop_length} (the hop), got {self.shifts!r}")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -271,13 +276,20 @@ class OnnxExtractor:
         minimum = int(_MIN_MIXTURE_SECONDS * self.sample_rate)
         if length < minimum:
             mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
+        out = 0.0
+        for k in range(self.shifts):  # as TargetSpeakerExtractor.extract(shifts=)
+            offset = k * self.hop_length // self.shifts
+            out = out + self._one_grid(np.pad(mixtures, ((0, 0), (offset, 0))), condition)[:, offset:]
+        out = (out / self.shifts)[:, :length].astype(np.float32)
+        return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)
+
+    def _one_grid(self, mixtures: np.ndarray, condition: Condition) -> np.ndarray:
+        # (B, T_mix) -> (B, T_mix): normalise, STFT, the graph, iSTFT, scale back
         normalised, scale = normalise(mixtures, self.eps)
         spec = stft(normalised, self.n_fft, self.hop_length, self.window)
         estimate_spec = self._extract.run(None, {"mixture_spec": spec, "keys": condition["keys"],
                                                  "values": condition["values"]})[0]
-        out = istft(estimate_spec, mixtures.shape[-1], self.n_fft, self.hop_length, self.window) * scale
-        out = out[:, :length]
-        return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)
+        return istft(estimate_spec, mixtures.shape[-1], self.n_fft, self.hop_length, self.window) * scale
 
     def _chunked(self, wave: np.ndarray, condition: Condition, chunk: int,
                  progress: Callable[[int, int], None] | None) -> np.ndarray:

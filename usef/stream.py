@@ -108,6 +108,9 @@ class Stream:
         resample_quality: soxr quality of the two resamplers when ``sample_rate`` differs from
             the model's: ``"HQ"`` (default, as offline) holds output back up to ~0.2 s beyond
             the latency, ``"QQ"`` a few ms (see the module docstring).
+        shifts: frame-grid offsets averaged per block (:meth:`usef.Extractor`'s ``shifts``).
+            Default 1, not the model card's offline choice: each costs one more pass per block,
+            and at 0.25 s latency one pass already takes about 0.6 of real time on one thread.
 
     Shape:
         each chunk ``(T,)`` or channels-first ``(C, T)`` (averaged to mono), float or signed
@@ -131,12 +134,14 @@ class Stream:
         crossfade: float | None = None,
         context: float = DEFAULT_CONTEXT,
         resample_quality: str = DEFAULT_RESAMPLE_QUALITY,
+        shifts: int = 1,
     ) -> None:
         if resample_quality not in RESAMPLE_QUALITIES:
             raise ValueError(f"resample_quality: must be one of {RESAMPLE_QUALITIES}, got {resample_quality!r}")
         if not isinstance(extractor, api.Extractor):
             extractor = api.load_model(extractor)
         self.extractor = extractor
+        self.shifts = api.check_shifts(shifts, extractor.model)
         self.model_rate = extractor.sample_rate
         self.sample_rate = api.check_sample_rate(sample_rate) if sample_rate is not None else self.model_rate
         if reference_sample_rate is not None:
@@ -189,7 +194,7 @@ class Stream:
     def _forward(self, window: np.ndarray) -> np.ndarray:
         # one block through the extractor's own forward (short-window padding, level matching)
         with torch.inference_mode():
-            out = self.extractor._forward(window[None, :], self._condition)[0]
+            out = self.extractor._forward(window[None, :], self._condition, shifts=self.shifts)[0]
         if not np.isfinite(out).all():
             logger.warning("%s produced NaN/Inf samples; replacing them with 0", self.extractor.name)
             out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
@@ -249,6 +254,7 @@ def stream_offline(
     crossfade: float | None = None,
     context: float = DEFAULT_CONTEXT,
     resample_quality: str = DEFAULT_RESAMPLE_QUALITY,
+    shifts: int = 1,
 ) -> np.ndarray:
     """What a :class:`Stream` returns for ``mixture``, computed on the whole array at once.
 
@@ -290,7 +296,7 @@ def stream_offline(
             if last and own_start >= total:
                 break
             win_end, own_end = min(win_end, total), (total if last else own_end)
-            est = extractor._forward(wave[None, win_start:win_end], condition)[0]
+            est = extractor._forward(wave[None, win_start:win_end], condition, shifts=shifts)[0]
             est = np.nan_to_num(est[own_start - win_start : own_end - win_start], nan=0.0, posinf=0.0, neginf=0.0)
             weights = np.ones_like(est)
             if k > 0 and s.fade:

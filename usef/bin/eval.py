@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--level", choices=LEVELS, default="auto",
         help="output level rule (default auto: the model's own level when it was trained, else fitted to "
              "the mixture)")
+    add("--shifts", type=int, default=None,
+        help="average this many passes on STFT frame grids offset by a fraction of the hop (default: the "
+             "model card's choice, else 1)")
     add_threads_option(parser)
     add = parser.add_argument_group("Libri2Mix options").add_argument
     add("--subset", default="test", help="test | dev | train-100 | train-360")
@@ -255,7 +258,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     apply_threads(args.threads)
-    models = ModelsByRate(args.model, args.device, level=args.level)
+    models = ModelsByRate(args.model, args.device, level=args.level,
+                          **({} if args.shifts is None else {"shifts": args.shifts}))
     # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
     # before any item runs, not a failure of every item
     for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:
@@ -272,6 +276,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         metadata["model"]["name"] = " + ".join(sorted(served))  # what `usef compare` shows
         if len(rates) == 1:
             metadata["model"]["sample_rate"] = int(model.sample_rate)
+        metadata["model"].setdefault("shifts", {})[model.name] = getattr(model, "shifts", 1)
         if not args.confidence:
             return model.extract(mixture, reference, sample_rate=rate), {"model": model.name}
         estimate, score = model.extract(mixture, reference, sample_rate=rate, return_confidence=True)

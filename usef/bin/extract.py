@@ -69,8 +69,9 @@ class OnnxModels:
     """:class:`ModelsByRate`'s interface for ``--backend onnx``: one exported folder for every item,
     an :class:`usef.onnx_runtime.OnnxExtractor` loaded once (``--threads`` are onnxruntime's)."""
 
-    def __init__(self, spec: str, threads: int | None = None) -> None:
+    def __init__(self, spec: str, threads: int | None = None, shifts: int | None = None) -> None:
         self.spec, self.device, self.threads = spec, None, threads
+        self.options = {} if shifts is None else {"shifts": shifts}
         self._extractor = None
 
     def __call__(self, sample_rate: int | None):
@@ -78,7 +79,7 @@ class OnnxModels:
             from usef.onnx_runtime import OnnxExtractor  # lazy: keeps --help fast
 
             try:
-                self._extractor = OnnxExtractor(self.spec, threads=self.threads)
+                self._extractor = OnnxExtractor(self.spec, threads=self.threads, **self.options)
             except Exception as exc:
                 raise UsageError(f"cannot load ONNX model {self.spec!r}: {type(exc).__name__}: {exc}") from exc
         return self._extractor
@@ -167,9 +168,10 @@ def _extract(args: argparse.Namespace) -> int:
     enrollment = read_enrollment(args.enrollment) if args.enrollment else None
     spec = enrollment_model(args.model, enrollment) if enrollment is not None else args.model
     if args.backend == "onnx":
-        models = OnnxModels(spec, args.threads)
+        models = OnnxModels(spec, args.threads, args.shifts)
     else:
-        models = ModelsByRate(spec, _device(args.device, rank, world))
+        models = ModelsByRate(spec, _device(args.device, rank, world),
+                              **({} if args.shifts is None else {"shifts": args.shifts}))
     if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-seconds", type=float, default=None,
                         help=f"process mixtures longer than this in chunks of this length, at least "
                              f"{MIN_CHUNK_SECONDS:g} s (default: the model's, 20 s)")
+    parser.add_argument("--shifts", type=int, default=None,
+                        help="average this many passes on STFT frame grids offset by a fraction of the hop "
+                             "(costs that many times the compute; default: the model card's choice)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument("--float", dest="float_wav", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
@@ -126,6 +129,8 @@ def check_args(args: argparse.Namespace) -> None:
         check_output_file(args.output, args.overwrite, "target.wav")
     if args.backend == "onnx" and args.confidence:
         raise UsageError("--confidence needs the torch backend")
+    if args.shifts is not None and args.shifts < 1:
+        raise UsageError(f"--shifts must be a positive integer, got {args.shifts}")
     if args.backend == "onnx":
         if args.embedding or args.enrollment:
             raise UsageError("--backend onnx takes a REFERENCE file (no --embedding or --enrollment)")

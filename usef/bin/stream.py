@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hop", type=float, default=None, help="seconds between blocks (default latency/4)")
     parser.add_argument("--crossfade", type=float, default=None, help="seconds of cross-fade (default hop/2)")
     parser.add_argument("--context", type=float, default=2.0, help="seconds of past input each block sees")
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="frame-grid offsets averaged per block (each costs one more model pass per block)")
     parser.add_argument("--raw-rate", type=int, default=None, help="sample rate of raw PCM on stdin (-i -)")
     parser.add_argument("--raw-format", choices=sorted(RAW_FORMATS), default="s16le",
                         help="raw PCM sample format, of stdin and of stdout")
@@ -203,10 +205,10 @@ def _stream(args: argparse.Namespace) -> int:
     try:
         stream = Stream(extractor, enrollment if enrollment is not None else args.reference, latency=args.latency,
                         sample_rate=rate, hop=args.hop, crossfade=args.crossfade, context=args.context,
-                        resample_quality=args.resample_quality)
+                        resample_quality=args.resample_quality, shifts=args.shifts)
     except ValueError as exc:
         message = str(exc)
-        if message.startswith(("latency", "hop", "crossfade", "context")):  # the schedule: the command line's
+        if message.startswith(("latency", "hop", "crossfade", "context", "shifts")):  # the schedule: the command line's
             raise UsageError(message) from exc
         print(f"usef stream: error: {message}", file=sys.stderr)
         return 1

@@ -147,10 +147,32 @@ class TargetSpeakerExtractor(nn.Module):
     ) -> torch.Tensor:
         return self.extract(mixture, self.prepare_condition(reference, reference_lengths, embedding))
 
-    def extract(self, mixture: torch.Tensor, condition: Condition) -> torch.Tensor:
-        """Run the pipeline on ``mixture (B, T_mix)`` with a prepared condition."""
+    def extract(self, mixture: torch.Tensor, condition: Condition, shifts: int = 1) -> torch.Tensor:
+        """Run the pipeline on ``mixture (B, T_mix)`` with a prepared condition.
+
+        ``shifts > 1`` averages the outputs of ``shifts`` passes whose STFT frame grids are
+        offset by ``k * hop_length / shifts`` samples (``k = 0 .. shifts-1``; the mixture is
+        delayed by that many zeros and the output advanced back). A frame-level model is not
+        invariant to where its frames fall on the signal, and the passes make different errors:
+        the average is a test-time ensemble at ``shifts`` times the cost. ``shifts=1`` is the
+        plain pipeline, unchanged.
+
+        Shape:
+            mixture ``(B, T_mix)`` -> estimate ``(B, T_mix)``.
+        """
         if mixture.dim() != 2:
             raise ValueError(f"mixture must be (B, T_mix), got shape {tuple(mixture.shape)}")
+        if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= self.stft.hop_length:
+            raise ValueError(f"shifts must be an integer in 1..{self.stft.hop_length} (the hop), got {shifts!r}")
+        if shifts > 1:
+            total = None
+            for k in range(shifts):
+                offset = k * self.stft.hop_length // shifts
+                delayed = torch.nn.functional.pad(mixture, (offset, 0))
+                out = self.extract(delayed, condition)[:, offset:]
+                # (B, T_mix)
+                total = out if total is None else total + out
+            return total / shifts
         length = mixture.shape[-1]
         spec, scale = self.encode(mixture)
         # spec (B, 2, T_mix, F); features (B, C, T_mix, F)
