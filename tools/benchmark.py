@@ -166,7 +166,8 @@ def measure_long(model: str, hours: float, threads: int) -> dict:
     estimate = extractor.extract(mixture, reference, sample_rate=sr)
     seconds = time.perf_counter() - start
     assert estimate.shape == mixture.shape
-    return {"model": extractor.name, "audio_hours": hours, "threads": threads, "seconds": seconds,
+    return {"model": extractor.name, "shifts": extractor.shifts, "audio_hours": hours, "threads": threads,
+            "seconds": seconds,
             "rtf": seconds / (hours * 3600), "peak_rss_mb": _peak_rss_mb()}
 
 

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: usef.stream's)")
     parser.add_argument("--chunk", type=float, default=0.02, help="seconds per push")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="frame-grid passes averaged, offline and per block alike (default 1, as usef.Stream)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     context = DEFAULT_CONTEXT if args.context is None else args.context
-    extractor = usef.load_model(args.model, device="cpu")
+    extractor = usef.load_model(args.model, device="cpu", shifts=args.shifts)
     items = _read_list(Path(args.list), args.limit)
     scores: dict[str, list[float]] = {"offline": []}
     seconds: dict[str, float] = {"offline": 0.0}
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         for lat in args.latencies:
             key = f"{lat:g}"
             stream = usef.Stream(extractor, reference, latency=lat, sample_rate=rate,
-                                 reference_sample_rate=ref_rate, context=context)
+                                 reference_sample_rate=ref_rate, context=context, shifts=args.shifts)
             hop_seconds = stream.schedule.hop / stream.model_rate
             parts = []
             for first in range(0, mixture.shape[0], step):
