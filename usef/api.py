@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from usef import audio, hub
+from usef import audio, audio_chunks, hub
 from usef import confidence as confidence_module
 from usef.api_rates import _rate, extract_by_rate
 from usef.api_speaker import SpeakerInputs
@@ -80,10 +80,10 @@ _chunk_starts = audio.chunk_starts  # kept for callers of the old private name
 def check_shifts(shifts: Any, model: torch.nn.Module) -> int:
     """``shifts`` (frame-grid offsets averaged, :meth:`TargetSpeakerExtractor.extract`) if it is an
     integer in ``1..hop_length`` of ``model``; raises ValueError otherwise."""
-    hop = model.stft.hop_length if hasattr(model, "stft") else 1
-    if isinstance(shifts, bool) or not isinstance(shifts, (int, np.integer)) or not 1 <= shifts <= hop:
-        raise ValueError(f"shifts: must be an integer in 1..{hop} (the model's hop), got {shifts!r}")
-    return int(shifts)
+    if isinstance(shifts, np.integer):
+        shifts = int(shifts)
+    audio_chunks.grid_offsets(model.stft.hop_length if hasattr(model, "stft") else 1, shifts)
+    return shifts
 
 
 class Extractor(SpeakerInputs):
@@ -128,7 +128,9 @@ class Extractor(SpeakerInputs):
         shifts: int | None = None,
     ) -> None:
         rule = audio.resolve_level(level, getattr(model, "output_level", None))
-        shifts = check_shifts(getattr(model, "inference_shifts", None) or 1 if shifts is None else shifts, model)
+        if shifts is None:
+            shifts = getattr(model, "inference_shifts", None) or 1  # the model card's choice
+        shifts = check_shifts(shifts, model)
         if not 0.0 <= overlap <= 0.5:
             raise ValueError(f"overlap: must be within [0, 0.5], got {overlap}")
         check_chunk_seconds(chunk_seconds)

@@ -7,10 +7,24 @@ share it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["chunk_starts", "chunked_overlap_add"]
+__all__ = ["chunk_starts", "chunked_overlap_add", "grid_offsets"]
+
+
+def grid_offsets(hop_length: int, shifts: Any) -> list[int]:
+    """Delays in samples of the ``shifts`` STFT frame grids that are averaged at inference
+    (``k * hop_length // shifts``, ``k = 0 .. shifts-1``): the one rule of
+    :meth:`usef.models.base.TargetSpeakerExtractor.extract` and the ONNX runtime.
+
+    Raises:
+        ValueError: ``shifts`` is not an integer in ``1..hop_length``.
+    """
+    if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= hop_length:
+        raise ValueError(f"shifts: must be an integer in 1..{hop_length} (the model's hop), got {shifts!r}")
+    return [k * hop_length // shifts for k in range(shifts)]
 
 
 def chunk_starts(total: int, chunk: int, overlap: int) -> list[int]:

@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from usef import audio
+from usef import audio, audio_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +220,7 @@ class OnnxExtractor:
         self.max_reference_seconds = float(max_reference_seconds)
         self.level = rule  # "mixture" | "calibrated" | "model", as usef.Extractor
         self.shifts = int(config.get("shifts") or 1) if shifts is None else shifts
-        if isinstance(self.shifts, bool) or not isinstance(self.shifts, int) or not 1 <= self.shifts <= self.hop_length:
-            raise ValueError(f"shifts: must be an integer in 1..{self.hop_length} (the hop), got {self.shifts!r}")
+        self._grid_offsets = audio_chunks.grid_offsets(self.hop_length, self.shifts)  # validates shifts
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = int(threads)
@@ -277,8 +276,7 @@ class OnnxExtractor:
         if length < minimum:
             mixtures = np.pad(mixtures, ((0, 0), (0, minimum - length)))
         out = 0.0
-        for k in range(self.shifts):  # as TargetSpeakerExtractor.extract(shifts=)
-            offset = k * self.hop_length // self.shifts
+        for offset in self._grid_offsets:  # as TargetSpeakerExtractor.extract(shifts=)
             out = out + self._one_grid(np.pad(mixtures, ((0, 0), (offset, 0))), condition)[:, offset:]
         out = (out / self.shifts)[:, :length].astype(np.float32)
         return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)

@@ -258,8 +258,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     apply_threads(args.threads)
-    models = ModelsByRate(args.model, args.device, level=args.level,
-                          **({} if args.shifts is None else {"shifts": args.shifts}))
+    models = ModelsByRate(args.model, args.device, level=args.level, shifts=args.shifts)
     # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
     # before any item runs, not a failure of every item
     for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:

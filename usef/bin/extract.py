@@ -71,7 +71,7 @@ class OnnxModels:
 
     def __init__(self, spec: str, threads: int | None = None, shifts: int | None = None) -> None:
         self.spec, self.device, self.threads = spec, None, threads
-        self.options = {} if shifts is None else {"shifts": shifts}
+        self.options = {"shifts": shifts}
         self._extractor = None
 
     def __call__(self, sample_rate: int | None):
@@ -170,8 +170,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         models = OnnxModels(spec, args.threads, args.shifts)
     else:
-        models = ModelsByRate(spec, _device(args.device, rank, world),
-                              **({} if args.shifts is None else {"shifts": args.shifts}))
+        models = ModelsByRate(spec, _device(args.device, rank, world), shifts=args.shifts)
     if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usef.audio_chunks import grid_offsets
 from usef.checkpoint_io import save_pretrained as _save_pretrained
 from usef.modules.conformer import ConformerSeparator
 from usef.modules.encoder import FeatureEncoder, valid_mask
@@ -162,12 +163,10 @@ class TargetSpeakerExtractor(nn.Module):
         """
         if mixture.dim() != 2:
             raise ValueError(f"mixture must be (B, T_mix), got shape {tuple(mixture.shape)}")
-        if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= self.stft.hop_length:
-            raise ValueError(f"shifts must be an integer in 1..{self.stft.hop_length} (the hop), got {shifts!r}")
+        offsets = grid_offsets(self.stft.hop_length, shifts)
         if shifts > 1:
             total = None
-            for k in range(shifts):
-                offset = k * self.stft.hop_length // shifts
+            for offset in offsets:
                 delayed = torch.nn.functional.pad(mixture, (offset, 0))
                 out = self.extract(delayed, condition)[:, offset:]
                 # (B, T_mix)
