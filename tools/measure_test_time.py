@@ -1,0 +1,149 @@
+"""Score test-time variants of extraction against plain passes on an eval list (research tool).
+
+Two families, each scored per item as SI-SDRi against the target, paired with a baseline:
+
+* ``self-enroll``: a second pass conditioned on the first pass's estimate. Variants: the estimate
+  alone as the reference (scaled to the reference's RMS), the reference and the estimate
+  concatenated, both pooled as two enrollment clips (``enrollment_state``), and the average of
+  the first pass with the pooled pass. Baseline: one plain pass; ``shifts2`` (two frame-grid
+  passes, the same cost as a second pass) is scored beside them.
+* ``ensemble``: the outputs of several weight sets, each run at the three frame-grid offsets of
+  ``shifts=3``, level-matched to the first model's first pass (least-squares gain) and averaged
+  in fixed combinations. Baseline: the first model's three passes (what ``shifts: 3`` ships).
+
+Example:
+    python tools/measure_test_time.py self-enroll --list work_data/dev8k/eval.csv --limit 50 \\
+        --model pretrained/usef-conformer-8k --out docs/results/self_enrollment_dev8k.json
+    python tools/measure_test_time.py ensemble --list work_data/dev8k/eval.csv \\
+        --model d=pretrained/usef-conformer-8k s4=pretrained/usef-conformer-8k-stage4 \\
+        s7=exp/usef8k_stage7/best eq=pretrained/usef-conformer-8k-equal --out docs/results/ensembles_dev8k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from usef.audio_chunks import grid_offsets
+from usef.checkpoint import load_pretrained
+from usef.metrics import si_sdr_imp
+
+# member passes (model key, grid offset index of shifts=3) averaged by each ensemble combination
+ENSEMBLES = {
+    "d3": [("d", 0), ("d", 1), ("d", 2)],
+    "s4_3": [("s4", 0), ("s4", 1), ("s4", 2)],
+    "s7_3": [("s7", 0), ("s7", 1), ("s7", 2)],
+    "d2+s4": [("d", 0), ("d", 1), ("s4", 2)],
+    "d+s4+s7": [("d", 0), ("s4", 1), ("s7", 2)],
+    "d+s4+eq": [("d", 0), ("s4", 1), ("eq", 2)],
+    "d2+eq": [("d", 0), ("d", 1), ("eq", 2)],
+    "d3+s4_3": [(m, k) for m in ("d", "s4") for k in range(3)],
+    "d3+s4_3+s7_3": [(m, k) for m in ("d", "s4", "s7") for k in range(3)],
+    "all12": [(m, k) for m in ("d", "s4", "s7", "eq") for k in range(3)],
+}
+
+
+def _items(eval_list: Path, limit: int):
+    # (mixture, reference, target) as float arrays, in list order
+    with open(eval_list, newline="") as handle:
+        for i, row in enumerate(csv.DictReader(handle)):
+            if i >= limit:
+                return
+            yield tuple(sf.read(eval_list.parent / row[key])[0] for key in ("mixture", "reference", "target"))
+
+
+def _batch(wave: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(wave.astype(np.float32))[None]
+
+
+def _condition(model, reference: np.ndarray):
+    return model.prepare_condition(_batch(reference), torch.tensor([len(reference)]))
+
+
+def self_enroll_scores(model, mixture: np.ndarray, reference: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    x = _batch(mixture)
+    first = model.extract(x, _condition(model, reference))[0].numpy()
+    estimate = first / (np.std(first) + 1e-8) * np.std(reference)
+    both = np.zeros((2, max(len(reference), len(estimate))), np.float32)
+    both[0, :len(reference)], both[1, :len(estimate)] = reference, estimate
+    state = model.enrollment_state(torch.from_numpy(both), torch.tensor([len(reference), len(estimate)]))
+    pooled = model.extract(x, model.enrollment_condition([state]))[0].numpy()
+    outputs = {
+        "base": first,
+        "shifts2": model.extract(x, _condition(model, reference), shifts=2)[0].numpy(),
+        "estimate_only": model.extract(x, _condition(model, estimate))[0].numpy(),
+        "concat": model.extract(x, _condition(model, np.concatenate([reference, estimate])))[0].numpy(),
+        "pooled": pooled,
+        "average_first_pooled": 0.5 * (first + pooled),
+    }
+    return {name: si_sdr_imp(y, target, mixture) for name, y in outputs.items()}
+
+
+def ensemble_scores(models: dict, mixture: np.ndarray, reference: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    x = _batch(mixture)
+    passes = {}
+    for key, model in models.items():
+        condition = _condition(model, reference)
+        for k, offset in enumerate(grid_offsets(model.stft.hop_length, 3)):
+            delayed = torch.nn.functional.pad(x, (offset, 0))
+            passes[key, k] = model.extract(delayed, condition)[0, offset:].numpy().astype(np.float64)
+    anchor = passes[next(iter(models)), 0]
+    # members trained with different losses come out at different gains (SI-SDR vs SNR)
+    passes = {key: y * (np.dot(anchor, y) / (np.dot(y, y) + 1e-12)) for key, y in passes.items()}
+    return {name: si_sdr_imp(np.mean([passes[k] for k in keys], axis=0), target, mixture)
+            for name, keys in ENSEMBLES.items() if all(k in passes for k in keys)}
+
+
+def summarise(scores: dict[str, list[float]], baseline: str) -> list[str]:
+    base = np.array(scores[baseline])
+    lines = []
+    for name, values in scores.items():
+        v = np.array(values)
+        delta = v - base
+        lines.append(f"{name:14s} mean {v.mean():6.2f}  delta {delta.mean():+.2f} "
+                     f"(se {delta.std() / np.sqrt(len(delta)):.2f})  better {np.mean(delta > 0):.2f}  "
+                     f"failure {np.mean(v < 0):.3f}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["self-enroll", "ensemble"])
+    parser.add_argument("--list", type=Path, required=True, help="eval.csv of tools/make_dev_set.py")
+    parser.add_argument("--model", nargs="+", required=True,
+                        help="a model folder (self-enroll) or KEY=FOLDER pairs, keys d s4 s7 eq (ensemble)")
+    parser.add_argument("--limit", type=int, default=10**9, help="score only the first N items")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True, help="per-item scores (JSON)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.mode == "self-enroll":
+        model = load_pretrained(args.model[0]).eval()
+        score, baseline = (lambda m, r, t: self_enroll_scores(model, m, r, t)), "base"
+    else:
+        models = {key: load_pretrained(folder).eval() for key, folder in (p.split("=", 1) for p in args.model)}
+        score, baseline = (lambda m, r, t: ensemble_scores(models, m, r, t)), "d3"
+    scores: dict[str, list[float]] = {}
+    with torch.inference_mode():
+        for mixture, reference, target in _items(args.list, args.limit):
+            for name, value in score(mixture, reference, target).items():
+                scores.setdefault(name, []).append(value)
+    lines = summarise(scores, baseline)
+    print("\n".join(lines))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"list": str(args.list), "models": args.model, "baseline": baseline,
+                                    "summary": lines, "scores": scores}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
