@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -21,6 +23,15 @@ def speechlike(seconds: float, sample_rate: int = SR, seed: int = 0, f0: float =
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t + rng.uniform(0, 6))
     wave = 0.2 * envelope * harmonics + 0.003 * rng.standard_normal(t.size)
     return wave.astype(np.float32)
+
+
+def load_tool(name: str) -> ModuleType:
+    """A script of ``tools/`` (not a package) imported as a module, for its functions."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def build_tiny(name: str = "usef_conformer", seed: int = 0, identity: str = "") -> torch.nn.Module:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import SR, build_tiny, speechlike
+from conftest import SR, build_tiny, load_tool, speechlike
 
 from usef.data.dynamic_mix import DynamicMixDataset, SpeakerCorpus
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "measure_enrollment.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("measure_enrollment", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("measure_enrollment")
 
 
 def _dataset(tool) -> DynamicMixDataset:

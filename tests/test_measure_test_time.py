@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import SR, build_tiny, speechlike
+from conftest import SR, build_tiny, load_tool, speechlike
 
 from usef.metrics import si_sdr_imp
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "measure_test_time.py"
 
 
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("measure_test_time", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("measure_test_time")
 
 
 def _signals():
