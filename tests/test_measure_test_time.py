@@ -78,3 +78,11 @@ def test_cli_writes_per_item_scores(tool, tmp_path):
                       "--limit", "1", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert written["baseline"] == "base" and len(written["scores"]["pooled"]) == 1
+
+
+@pytest.mark.parametrize("models", [["s4=m"], ["d=m", "x=m"], ["m"]])
+def test_ensemble_cli_refuses_models_without_the_anchor_or_unknown_keys(tool, tmp_path, models):
+    with pytest.raises(SystemExit) as stop:
+        tool.main(["ensemble", "--list", str(tmp_path / "eval.csv"), "--model", *models,
+                   "--out", str(tmp_path / "out.json")])
+    assert stop.value.code == 2

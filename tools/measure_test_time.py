@@ -37,7 +37,9 @@ from usef.audio_chunks import grid_offsets
 from usef.checkpoint import load_pretrained
 from usef.metrics import si_sdr_imp
 
-# member passes (model key, grid offset index of shifts=3) averaged by each ensemble combination
+# member passes (model key, grid offset index of shifts=3) averaged by each ensemble combination;
+# every member is level-matched to ANCHOR's first pass, whose three passes are the baseline
+ANCHOR = "d"
 ENSEMBLES = {
     "d3": [("d", 0), ("d", 1), ("d", 2)],
     "s4_3": [("s4", 0), ("s4", 1), ("s4", 2)],
@@ -71,7 +73,8 @@ def _condition(model, reference: np.ndarray):
 
 def self_enroll_scores(model, mixture: np.ndarray, reference: np.ndarray, target: np.ndarray) -> dict[str, float]:
     x = _batch(mixture)
-    first = model.extract(x, _condition(model, reference))[0].numpy()
+    condition = _condition(model, reference)
+    first = model.extract(x, condition)[0].numpy()
     estimate = first / (np.std(first) + 1e-8) * np.std(reference)
     both = np.zeros((2, max(len(reference), len(estimate))), np.float32)
     both[0, :len(reference)], both[1, :len(estimate)] = reference, estimate
@@ -79,7 +82,7 @@ def self_enroll_scores(model, mixture: np.ndarray, reference: np.ndarray, target
     pooled = model.extract(x, model.enrollment_condition([state]))[0].numpy()
     outputs = {
         "base": first,
-        "shifts2": model.extract(x, _condition(model, reference), shifts=2)[0].numpy(),
+        "shifts2": model.extract(x, condition, shifts=2)[0].numpy(),
         "estimate_only": model.extract(x, _condition(model, estimate))[0].numpy(),
         "concat": model.extract(x, _condition(model, np.concatenate([reference, estimate])))[0].numpy(),
         "pooled": pooled,
@@ -96,7 +99,7 @@ def ensemble_scores(models: dict, mixture: np.ndarray, reference: np.ndarray, ta
         for k, offset in enumerate(grid_offsets(model.stft.hop_length, 3)):
             delayed = torch.nn.functional.pad(x, (offset, 0))
             passes[key, k] = model.extract(delayed, condition)[0, offset:].numpy().astype(np.float64)
-    anchor = passes[next(iter(models)), 0]
+    anchor = passes[ANCHOR, 0]
     # members trained with different losses come out at different gains (SI-SDR vs SNR)
     passes = {key: y * (np.dot(anchor, y) / (np.dot(y, y) + 1e-12)) for key, y in passes.items()}
     return {name: si_sdr_imp(np.mean([passes[k] for k in keys], axis=0), target, mixture)
@@ -130,8 +133,13 @@ def main(argv=None) -> int:
         model = load_pretrained(args.model[0]).eval()
         score, baseline = (lambda m, r, t: self_enroll_scores(model, m, r, t)), "base"
     else:
-        models = {key: load_pretrained(folder).eval() for key, folder in (p.split("=", 1) for p in args.model)}
-        score, baseline = (lambda m, r, t: ensemble_scores(models, m, r, t)), "d3"
+        pairs = dict(p.split("=", 1) for p in args.model if "=" in p)
+        known = {key for keys in ENSEMBLES.values() for key, _ in keys}
+        if len(pairs) != len(args.model) or ANCHOR not in pairs or not set(pairs) <= known:
+            parser.error(f"ensemble: --model takes KEY=FOLDER pairs with KEY in {sorted(known)}, "
+                         f"{ANCHOR!r} included, got {args.model}")
+        models = {key: load_pretrained(folder).eval() for key, folder in pairs.items()}
+        score, baseline = (lambda m, r, t: ensemble_scores(models, m, r, t)), f"{ANCHOR}3"
     scores: dict[str, list[float]] = {}
     with torch.inference_mode():
         for mixture, reference, target in _items(args.list, args.limit):
