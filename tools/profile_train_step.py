@@ -6,18 +6,22 @@ Builds the dataset and model of a training YAML, then times ``--steps`` steps (a
 
 - data: drawing and collating one batch of dynamic mixtures (in the main process: what a
   data worker would have to keep up with),
-- forward (under bf16 autocast when ``--bf16``), loss, backward, clip + AdamW step.
+- forward, loss, backward, clip + AdamW step, for each variant: ``fp32``; ``bf16`` (autocast,
+  as the trainer's ``bf16_cpu``); ``bf16-fused`` (the same with torch's fused attention
+  kernel forced, i.e. the trainer before :mod:`usef.modules.attention`).
 
-Prints seconds per phase, seconds per step and mixtures per CPU-second
-(``batch / (step time x threads)``). Compare variants side by side in one run:
+The variants' steps are interleaved on the same batches, so the machine's drifts hit them
+alike. Prints median seconds per phase, seconds per step and mixtures per CPU-second
+(``batch / (step time x threads)``):
 
     python tools/profile_train_step.py egs/speakers/conf/cpu_usef_conformer_8k_hard.yaml \\
-        --threads 1 --variants fp32 bf16
+        --threads 2 --variants bf16-fused bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -32,42 +36,64 @@ sys.path.insert(0, str(ROOT))
 
 from usef.data import collate_examples
 from usef.models import build_model, model_arguments
+from usef.modules.attention import fused_attention_only
 from usef.train import losses
 from usef.train.config import load_config, resolve_config
 from usef.train.data import build_data
 
+VARIANTS = ("fp32", "bf16", "bf16-fused")
 
-def _profile(cfg: dict, bf16: bool, steps: int, warmup: int, batch_size: int) -> dict:
-    t = cfg["train"]
-    args = model_arguments(cfg["model"]["name"], **cfg["model"]["args"])
-    data = build_data({**cfg, "dev": {**cfg["dev"], "n_items": 0}}, int(args["sample_rate"]), 0, ROOT / "exp")
-    torch.manual_seed(0)
-    model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
-    loss_fn = getattr(losses, t["loss"])
-    phases = {"data": [], "forward": [], "backward": [], "optimizer": []}
-    for step in range(warmup + steps):
-        tic = time.perf_counter()
-        batch = collate_examples([data.train[step * batch_size + j] for j in range(batch_size)])
-        t_data = time.perf_counter()
+
+def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float) -> dict:
+    """One training step of ``model`` on ``batch``; seconds per phase (data excluded)."""
+    bf16 = variant.startswith("bf16")
+    context = fused_attention_only() if variant == "bf16-fused" else contextlib.nullcontext()
+    tic = time.perf_counter()
+    with context:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             estimate = model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
         loss = loss_fn(estimate.float(), batch["target"], batch.get("lengths"))
         t_forward = time.perf_counter()
         loss.backward()
-        t_backward = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"] or math.inf))
-        optimizer.step()
-        t_opt = time.perf_counter()
-        if step >= warmup:
-            for name, (a, b) in {"data": (tic, t_data), "forward": (t_data, t_forward),
-                                 "backward": (t_forward, t_backward), "optimizer": (t_backward, t_opt)}.items():
-                phases[name].append(b - a)
-    out = {name: statistics.median(v) for name, v in phases.items()}
-    out["step"] = sum(out.values())
-    out["step_without_data"] = out["step"] - out["data"]
-    return out
+    t_backward = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    t_opt = time.perf_counter()
+    return {"forward": t_forward - tic, "backward": t_backward - t_forward, "optimizer": t_opt - t_backward}
+
+
+def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size: int) -> dict:
+    """Steps of every variant interleaved (same batches, same initial weights), so that the
+    machine's drifts hit all of them alike; median seconds per phase."""
+    t = cfg["train"]
+    args = model_arguments(cfg["model"]["name"], **cfg["model"]["args"])
+    data = build_data({**cfg, "dev": {**cfg["dev"], "n_items": 0}}, int(args["sample_rate"]), 0, ROOT / "exp")
+    loss_fn = getattr(losses, t["loss"])
+    grad_clip = float(t["grad_clip"] or math.inf)
+    runs = {}
+    for variant in variants:
+        torch.manual_seed(0)
+        model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
+        runs[variant] = (model, optimizer, {"data": [], "forward": [], "backward": [], "optimizer": []})
+    for step in range(warmup + steps):
+        tic = time.perf_counter()
+        batch = collate_examples([data.train[step * batch_size + j] for j in range(batch_size)])
+        t_data = time.perf_counter() - tic
+        for variant, (model, optimizer, phases) in runs.items():
+            times = _phase_times(model, optimizer, loss_fn, batch, variant, grad_clip)
+            if step >= warmup:
+                phases["data"].append(t_data)
+                for name, value in times.items():
+                    phases[name].append(value)
+    results = {}
+    for variant, (_, _, phases) in runs.items():
+        out = {name: statistics.median(v) for name, v in phases.items()}
+        out["step"] = sum(out.values())
+        out["step_without_data"] = out["step"] - out["data"]
+        results[variant] = out
+    return results
 
 
 def main(argv=None) -> int:
@@ -77,19 +103,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=VARIANTS)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = resolve_config(load_config(args.config))
     batch = args.batch_size or int(cfg["train"]["batch_size"])
-    results = {}
-    for variant in args.variants:
-        r = _profile(cfg, variant == "bf16", args.steps, args.warmup, batch)
+    results = _profile(cfg, args.variants, args.steps, args.warmup, batch)
+    for variant, r in results.items():
         r["mixtures_per_cpu_second"] = batch / (r["step"] * args.threads)
         r["mixtures_per_cpu_second_data_overlapped"] = batch / (r["step_without_data"] * args.threads)
-        results[variant] = r
-        print(f"{variant:5s} threads={args.threads} batch={batch}x{cfg['train']['segment_seconds']}s  "
+        print(f"{variant:10s} threads={args.threads} batch={batch}x{cfg['train']['segment_seconds']}s  "
               + "  ".join(f"{k}={v:.3f}" for k, v in r.items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "batch": batch, "results": results}, indent=1))

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F_
 
+from usef.modules.attention import attention
+
 
 class _FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
@@ -52,7 +54,7 @@ class _SelfAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(batch, frames, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         # (B, heads, T, D/heads)
-        y = F_.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, frames, dim))
 
 

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F_
 
+from usef.modules.attention import attention
+
 
 class FrameNorm(nn.Module):
     """Layer norm over (channels, frequency) of each frame and group, with per-channel affine.
@@ -141,6 +143,9 @@ class FullBandAttention(nn.Module):
         Shape:
             ``(B, C, T_ref, F)`` -> keys ``(B, L, T_ref, E*F)``, values ``(B, L, T_ref, (C/L)*F)``.
         """
+        if torch.is_autocast_enabled(key_value.device.type):
+            # cast once for both 1x1 convs (autocast would copy the full-band map for each)
+            key_value = key_value.to(torch.get_autocast_dtype(key_value.device.type))
         # (B, L, T_ref, K*F) each
         return self.key(key_value), self.value(key_value)
 
@@ -159,7 +164,7 @@ class FullBandAttention(nn.Module):
         if key_padding_mask is not None:
             # (B, 1, 1, T_ref): True where attention is allowed.
             mask = (~key_padding_mask)[:, None, None, :]
-        attended = F_.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)
+        attended = attention(queries, keys, values, mask)
         # (B, L, T_mix, (C/L)*F) -> (B, C, T_mix, F)
         attended = attended.view(batch, self.num_heads, frames, channels // self.num_heads, bins)
         attended = attended.permute(0, 1, 3, 2, 4).reshape(batch, channels, frames, bins)
@@ -191,7 +196,7 @@ class FullBandAttention(nn.Module):
         keys = self.key.channels_last(x)
         values = self.value.channels_last(x)
         # (B, L, T, F*K)
-        attended = F_.scaled_dot_product_attention(queries, keys, values)
+        attended = attention(queries, keys, values)
         attended = attended.view(batch, self.num_heads, frames, bins, channels // self.num_heads)
         attended = attended.permute(0, 2, 3, 1, 4).reshape(batch, frames, bins, channels)
         # (B, T, F, C), channel = head * (C/L) + k as in the (B, C, T, F) path
