@@ -107,3 +107,15 @@ def test_bf16_training_step_explicit_vs_fused(monkeypatch, name):
         fused_loss, fused_grads = step()
     assert abs(loss - fused_loss) <= 0.02 * abs(fused_loss)
     assert float((grads - fused_grads).norm() / fused_grads.norm()) < 0.05
+
+
+def test_a_query_with_no_allowed_key_gets_zeros_like_the_fused_kernel():
+    q, k, v = (x.requires_grad_(True) for x in _qkv(4))
+    allowed = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+    allowed[1] = False
+    fused = F_.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(q, k, v, allowed)
+    assert torch.equal(fused[1], torch.zeros_like(fused[1])) and torch.equal(out[1].float(), fused[1])
+    grads = torch.autograd.grad(out.float().sum(), (q, k, v))
+    assert all(bool(torch.isfinite(g).all()) for g in grads)

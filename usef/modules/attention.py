@@ -73,6 +73,8 @@ def attention(
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
+    if allowed is not None:  # a row with no allowed key: zeros, as the fused kernel gives (not NaN)
+        weights = weights.masked_fill(~allowed, 0.0)
     if dropout_p > 0.0:
         weights = F_.dropout(weights, p=dropout_p)
     return torch.matmul(weights.to(value.dtype), value)
