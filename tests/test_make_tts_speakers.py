@@ -57,3 +57,11 @@ def test_main_writes_a_manifest_that_the_pack_reader_takes(tool, tmp_path, monke
     assert all(corpus.num_utterances(s) == 2 for s in corpus.speakers)
     clip = corpus.load(corpus.speakers[0], 0)
     assert len(clip) == 8000 and np.max(np.abs(clip)) == pytest.approx(0.5, abs=0.01)  # peak-normalised
+
+
+def test_no_talker_is_an_error_not_an_empty_manifest(tool, tmp_path, monkeypatch):
+    monkeypatch.setattr(tool, "ESPEAK_DATA", _fake_espeak_data(tmp_path / "espeak-ng-data"))
+    monkeypatch.setattr(tool, "kjv_sentences", lambda: ["In the beginning was the word."])
+    monkeypatch.setattr(tool, "_voice_works", lambda *args: False)
+    assert tool.main(["--out", str(tmp_path / "tts"), "--espeak", "0"]) == 1
+    assert not (tmp_path / "tts" / "manifest.csv").exists()

@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                              "licence": f"{licence}; text KJV (public domain)", "origin": f"{engine}:{voice}",
                              "seconds": round(len(audio) / SAMPLE_RATE, 3)})
             logger.info("%s: %d sentences", speaker, args.sentences)
+    if not rows:
+        logger.error("no talker: give --espeak > 0 or install a voice of BASES")
+        return 1
     with open(args.out / "manifest.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
