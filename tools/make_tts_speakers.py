@@ -31,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from usef.audio import load_audio, resample
 
 SAMPLE_RATE = 16000
 ESPEAK_DATA = Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data")
@@ -90,12 +93,6 @@ def espeak_variant(directory: Path, name: str, rng: random.Random) -> int:
     return rng.randint(145, 190)
 
 
-def _read(path: Path) -> np.ndarray:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    return soxr.resample(audio, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else audio
-
-
 def synthesize(engine: str, voice: str, text: str, work: Path, espeak_root: Path, rate: int = 175) -> np.ndarray:
     wav = work / "out.wav"
     if engine == "espeak-ng":
@@ -106,13 +103,13 @@ def synthesize(engine: str, voice: str, text: str, work: Path, espeak_root: Path
         (work / "in.txt").write_text(text, encoding="latin-1", errors="replace")
         cmd = ["text2wave", "-eval", f"(voice_{voice})", str(work / "in.txt"), "-o", str(wav)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    return _read(wav)
+    return resample(*load_audio(wav, "synthesized speech"), SAMPLE_RATE)
 
 
 def _voice_works(engine: str, voice: str, work: Path, espeak_root: Path) -> bool:
     try:
         return len(synthesize(engine, voice, "Hello there.", work, espeak_root)) > SAMPLE_RATE // 4
-    except (subprocess.SubprocessError, OSError, RuntimeError):
+    except (subprocess.SubprocessError, OSError, ValueError):
         return False
 
 

@@ -70,11 +70,12 @@ def attention(
         return F_.scaled_dot_product_attention(query, key, value, attn_mask=allowed, dropout_p=dropout_p)
     scores = torch.matmul(query, key.transpose(-1, -2)).float() * (1.0 / math.sqrt(query.shape[-1]))
     # (B, L, T_q, T_k)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
+    blocked = None if allowed is None else ~allowed
+    if blocked is not None:
+        scores = scores.masked_fill(blocked, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    if allowed is not None:  # a row with no allowed key: zeros, as the fused kernel gives (not NaN)
-        weights = weights.masked_fill(~allowed, 0.0)
+    if blocked is not None:  # a row with no allowed key: zeros, as the fused kernel gives (not NaN)
+        weights = weights.masked_fill(blocked, 0.0)
     if dropout_p > 0.0:
         weights = F_.dropout(weights, p=dropout_p)
     return torch.matmul(weights.to(value.dtype), value)
