@@ -379,3 +379,58 @@ def test_energy_ratio_and_level_rule_helpers():
     np.testing.assert_array_equal(audio.apply_level(est, mix, "mixture", SR), audio.match_level(est, mix, 0.999, SR))
     with pytest.raises(ValueError, match="rule"):
         audio.apply_level(est, mix, "auto", SR)
+
+
+def test_default_with_confidence_picks_a_model_that_has_a_map(tmp_path, monkeypatch, tiny_model_dir):
+    """``return_confidence`` with ``model="default"`` at 16 kHz raised ValueError (the 16 kHz
+    default has no confidence map) although the README shows exactly that call."""
+    from pathlib import Path
+
+    from usef import hub
+    from usef.bin import ModelsByRate
+
+    monkeypatch.setenv("USEF_PRETRAINED_DIR", str(tmp_path))
+    for name in (hub.DEFAULT_8K, hub.DEFAULT_16K):
+        (tmp_path / name).mkdir()
+        for file in ("model.safetensors", "config.yaml"):
+            (tmp_path / name / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    # without the 16 kHz target-presence model the 8 kHz default serves every rate
+    assert hub.default_model_name(16000, need_confidence=True) == hub.DEFAULT_8K
+    (tmp_path / hub.DEFAULT_16K_CONFIDENCE).mkdir()
+    for file in ("model.safetensors", "config.yaml"):
+        (tmp_path / hub.DEFAULT_16K_CONFIDENCE / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    assert hub.default_model_name(16000) == hub.DEFAULT_16K
+    assert hub.default_model_name(16000, need_confidence=True) == hub.DEFAULT_16K_CONFIDENCE
+    assert hub.default_model_name(None, need_confidence=True) == hub.DEFAULT_16K_CONFIDENCE
+    assert hub.default_model_name(8000, need_confidence=True) == hub.DEFAULT_8K
+    assert usef_load("default", 44100, True).name == hub.DEFAULT_16K_CONFIDENCE
+    assert usef_load("default", 44100, False).name == hub.DEFAULT_16K
+    # the command line's per-rate picker keeps the two apart
+    assert ModelsByRate("default", "cpu", need_confidence=True)(16000).name == hub.DEFAULT_16K_CONFIDENCE
+    assert ModelsByRate("default", "cpu")(16000).name == hub.DEFAULT_16K
+
+
+def usef_load(name, rate, need_confidence):
+    import usef
+
+    return usef.load_model(name, device="cpu", sample_rate=rate, need_confidence=need_confidence)
+
+
+def test_bundled_default_scores_16k_input():
+    import usef
+    from usef import hub
+
+    if not {hub.DEFAULT_16K, hub.DEFAULT_16K_CONFIDENCE} <= set(hub.list_models()):
+        pytest.skip("the 16 kHz bundled models are not installed")
+    rate = 16000
+    t = np.arange(int(2.0 * rate)) / rate
+    talker = (0.3 * np.sin(2 * np.pi * 140.0 * t) * (1 + np.sin(2 * np.pi * 3.0 * t))).astype(np.float32)
+    other = (0.3 * np.sin(2 * np.pi * 230.0 * t + 1.0)).astype(np.float32)
+    out, score = usef.extract(talker + other, talker[: rate], sample_rate=rate, device="cpu", return_confidence=True)
+    assert out.shape == talker.shape and 0.0 <= score <= 1.0
+    outs = usef.extract([talker + other, talker + other], talker[: rate], sample_rate=rate, device="cpu",
+                        return_confidence=True)
+    assert [o[1] for o in outs] == pytest.approx([score, score], abs=1e-5)
+    # the 16 kHz default itself still has no map, and says so
+    with pytest.raises(ValueError, match="no fitted confidence map"):
+        usef.load_model(hub.DEFAULT_16K, device="cpu").confidence_map()

@@ -329,6 +329,7 @@ def load_model(
     name_or_path: str | os.PathLike = "default",
     device: None | str | torch.device = None,
     sample_rate: int | None = None,
+    need_confidence: bool = False,
     **options: Any,
 ) -> Extractor:
     """Load a model for repeated extraction (weights cached per directory and device).
@@ -338,12 +339,14 @@ def load_model(
             name (:func:`list_models`) or a directory written by ``save_pretrained``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default CUDA when available.
         sample_rate: rate of the audio to process; only picks the default model.
+        need_confidence: ``"default"`` picks a model with a fitted confidence map (for
+            ``return_confidence``; :func:`usef.hub.default_model_name`).
         **options: :class:`Extractor` settings (``chunk_seconds``, ``overlap``, ...).
 
     Raises:
         ValueError: unknown model name/directory (lists the bundled names) or device.
     """
-    path = hub.resolve_model(name_or_path, sample_rate)
+    path = hub.resolve_model(name_or_path, sample_rate, need_confidence)
     model = hub.load_cached(path, hub.resolve_device(device))
     logger.info("using model %s (%d Hz) from %s", path.name, model.sample_rate, path)
     return Extractor(model, name=path.name, **options)
@@ -404,7 +407,7 @@ def extract(
                                return_confidence=return_confidence)
     else:
         extractor = load_model(model, device=device, sample_rate=_rate(mixture, sample_rate) if model == "default"
-                               else None)
+                               else None, need_confidence=return_confidence)
     return extractor.extract(
         mixture, reference, embedding=embedding, sample_rate=sample_rate, chunk_seconds=chunk_seconds,
         progress=progress, return_confidence=return_confidence,

@@ -34,7 +34,8 @@ def extract_by_rate(
     progress: Callable[[int, int], None] | None,
     return_confidence: bool,
 ) -> list:
-    """Extract each mixture of the list with ``load_model(model, sample_rate=<its rate>)``.
+    """Extract each mixture of the list with ``load_model(model, sample_rate=<its rate>)`` (a model
+    with a confidence map when ``return_confidence``).
 
     ``reference`` and ``embedding`` are one value shared by all mixtures or a list matching
     them; results come back in the order of ``mixture``.
@@ -53,7 +54,7 @@ def extract_by_rate(
     results: list = [None] * n
     for rate in dict.fromkeys(rates):
         picks = [i for i in range(n) if rates[i] == rate]
-        extractor = load_model(model, device=device, sample_rate=rate)
+        extractor = load_model(model, device=device, sample_rate=rate, need_confidence=return_confidence)
         outs = extractor.extract(
             [mixture[i] for i in picks], [refs[i] for i in picks] if reference is not None else None,
             embedding=[embs[i] for i in picks] if embedding is not None else None,

@@ -25,6 +25,7 @@ __all__ = [
     "CONFIG_FILE",
     "DEFAULT_8K",
     "DEFAULT_16K",
+    "DEFAULT_16K_CONFIDENCE",
     "WEIGHTS_FILE",
     "clear_cache",
     "default_model_name",
@@ -39,6 +40,9 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 DEFAULT_16K = "usef-conformer-16k"
 DEFAULT_8K = "usef-conformer-8k"
+# the 16 kHz model trained with target-absent mixtures: the default at 16 kHz when a
+# confidence is asked for (DEFAULT_16K has no confidence map and does not silence absent talkers)
+DEFAULT_16K_CONFIDENCE = "usef-conformer-16k-tp"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CACHE: dict[tuple[str, str, int], torch.nn.Module] = {}
@@ -74,18 +78,22 @@ def list_models() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_model_dir(p))
 
 
-def default_model_name(sample_rate: int | None = None) -> str:
+def default_model_name(sample_rate: int | None = None, need_confidence: bool = False) -> str:
     """The bundled default for audio at ``sample_rate`` (the one place this is decided).
 
     16 kHz model for rates >= 16000 (or unknown rate) when it is installed, the
     8 kHz model otherwise; whichever exists if only one does (input is resampled).
+    With ``need_confidence`` (``return_confidence``, ``--confidence``) only models with a
+    fitted confidence map qualify: :data:`DEFAULT_16K_CONFIDENCE` from 16 kHz up, the 8 kHz
+    default below.
 
     Raises:
         ValueError: no bundled default model is installed.
     """
     available = set(list_models())
     prefer_16k = sample_rate is None or int(sample_rate) >= 16000
-    order = [DEFAULT_16K, DEFAULT_8K] if prefer_16k else [DEFAULT_8K, DEFAULT_16K]
+    wide = DEFAULT_16K_CONFIDENCE if need_confidence else DEFAULT_16K
+    order = [wide, DEFAULT_8K] if prefer_16k else [DEFAULT_8K, wide]
     for name in order:
         if name in available:
             return name
@@ -96,7 +104,7 @@ def default_model_name(sample_rate: int | None = None) -> str:
 
 
 def resolve_model(
-    name_or_path: str | os.PathLike = "default", sample_rate: int | None = None
+    name_or_path: str | os.PathLike = "default", sample_rate: int | None = None, need_confidence: bool = False
 ) -> Path:
     """Turn a model argument into a model directory.
 
@@ -105,15 +113,16 @@ def resolve_model(
             name from :func:`list_models`, or a directory written by
             ``save_pretrained``.
         sample_rate: input rate, used only to pick the default.
+        need_confidence: the default must have a confidence map (:func:`default_model_name`).
 
     Raises:
         ValueError: unknown name or a directory without the model files; the
             message lists the bundled names.
     """
     if isinstance(name_or_path, str) and name_or_path == "default":
-        name_or_path = default_model_name(sample_rate)
-        logger.info("model 'default' for %s input: %s", f"{sample_rate} Hz" if sample_rate else "unknown-rate",
-                    name_or_path)
+        name_or_path = default_model_name(sample_rate, need_confidence)
+        logger.info("model 'default' for %s input%s: %s", f"{sample_rate} Hz" if sample_rate else "unknown-rate",
+                    " with a confidence" if need_confidence else "", name_or_path)
     text = os.fspath(name_or_path)
     is_plain_name = os.sep not in text and "/" not in text and not text.startswith(".")
     if is_plain_name and text in list_models():

@@ -73,8 +73,9 @@ class ModelsByRate:
     ``models(rate)`` returns the :class:`usef.Extractor`; its ``name`` says which one served.
     """
 
-    def __init__(self, spec: str, device: str | None = None, **options) -> None:
+    def __init__(self, spec: str, device: str | None = None, need_confidence: bool = False, **options) -> None:
         self.spec, self.device, self.options = spec, device, options
+        self.need_confidence = need_confidence  # --confidence: "default" must have a confidence map
         self._loaded: dict[str, object] = {}
 
     def __call__(self, sample_rate: int | None):
@@ -83,13 +84,14 @@ class ModelsByRate:
             from usef.hub import default_model_name  # lazy: keeps --help fast
 
             try:
-                key = default_model_name(sample_rate)
+                key = default_model_name(sample_rate, self.need_confidence)
             except ValueError:  # none installed: load_model says so below
                 key = f"default@{sample_rate}"
         if key not in self._loaded:
             # "default" is resolved by usef.load_model itself: the one place the rule lives
+            wants = {"need_confidence": True} if self.need_confidence else {}
             self._loaded[key] = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate,
-                                                          **self.options)
+                                                          **wants, **self.options)
         return self._loaded[key]
 
 

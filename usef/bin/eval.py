@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--limit", type=int, default=None, help="evaluate only the first N items")
     add("--confidence", action="store_true",
         help="also score each output's confidence (two more model passes; needs a model with a fitted "
-             "confidence map): a confidence column, AUCs and false alarms in summary.json")
+             "confidence map, which --model default then picks): a confidence column, AUCs and false "
+             "alarms in summary.json")
     add("--level", choices=LEVELS, default="auto",
         help="output level rule (default auto: the model's own level when it was trained, else fitted to "
              "the mixture)")
@@ -258,7 +259,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         items = items[: args.limit]
     apply_threads(args.threads)
-    models = ModelsByRate(args.model, args.device, level=args.level, shifts=args.shifts)
+    models = ModelsByRate(args.model, args.device, need_confidence=args.confidence, level=args.level,
+                          shifts=args.shifts)
     # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
     # before any item runs, not a failure of every item
     for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:

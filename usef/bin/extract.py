@@ -170,7 +170,8 @@ def _extract(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         models = OnnxModels(spec, args.threads, args.shifts)
     else:
-        models = ModelsByRate(spec, _device(args.device, rank, world), shifts=args.shifts)
+        models = ModelsByRate(spec, _device(args.device, rank, world), need_confidence=args.confidence,
+                              shifts=args.shifts)
     if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:
