@@ -432,5 +432,7 @@ def test_bundled_default_scores_16k_input():
                         return_confidence=True)
     assert [o[1] for o in outs] == pytest.approx([score, score], abs=1e-5)
     # the 16 kHz default itself still has no map, and says so
-    with pytest.raises(ValueError, match="no fitted confidence map"):
+    with pytest.raises(ValueError, match="no fitted confidence map.*with one: .*usef-conformer-16k-tp"):
         usef.load_model(hub.DEFAULT_16K, device="cpu").confidence_map()
+    assert {hub.DEFAULT_8K, hub.DEFAULT_16K_CONFIDENCE} <= set(hub.models_with_confidence())
+    assert hub.DEFAULT_16K not in hub.models_with_confidence()

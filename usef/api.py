@@ -201,8 +201,10 @@ class Extractor(SpeakerInputs):
         """
         data = getattr(self.model, "confidence_map", None)
         if data is None:
+            scored = ", ".join(hub.models_with_confidence()) or "none installed"
             raise ValueError(f"return_confidence: model {self.name!r} has no fitted confidence map "
-                             "(config.yaml 'confidence'; tools/fit_confidence.py writes one)")
+                             f"(config.yaml 'confidence'; tools/fit_confidence.py writes one); bundled models "
+                             f"with one: {scored}")
         return confidence_module.ConfidenceMap.from_dict(data, f"model {self.name!r}")
 
     def _finish(self, estimate: np.ndarray, mix: _Signal):

@@ -31,6 +31,7 @@ __all__ = [
     "default_model_name",
     "list_models",
     "load_cached",
+    "models_with_confidence",
     "pretrained_root",
     "resolve_device",
     "resolve_model",
@@ -76,6 +77,22 @@ def list_models() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and is_model_dir(p))
+
+
+def models_with_confidence() -> list[str]:
+    """Bundled models whose ``config.yaml`` holds a fitted confidence map (``return_confidence``)."""
+    import yaml  # only this (error-path) helper reads configs here
+
+    names = []
+    for name in list_models():
+        try:
+            with open(pretrained_root() / name / CONFIG_FILE, encoding="utf-8") as handle:
+                config = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(config, dict) and config.get("confidence"):
+            names.append(name)
+    return names
 
 
 def default_model_name(sample_rate: int | None = None, need_confidence: bool = False) -> str:
