@@ -384,21 +384,20 @@ def test_energy_ratio_and_level_rule_helpers():
 def test_default_with_confidence_picks_a_model_that_has_a_map(tmp_path, monkeypatch, tiny_model_dir):
     """``return_confidence`` with ``model="default"`` at 16 kHz raised ValueError (the 16 kHz
     default has no confidence map) although the README shows exactly that call."""
-    from pathlib import Path
+    import shutil
 
     from usef import hub
     from usef.bin import ModelsByRate
 
+    def bundle(name):
+        shutil.copytree(tiny_model_dir, tmp_path / name)
+
     monkeypatch.setenv("USEF_PRETRAINED_DIR", str(tmp_path))
-    for name in (hub.DEFAULT_8K, hub.DEFAULT_16K):
-        (tmp_path / name).mkdir()
-        for file in ("model.safetensors", "config.yaml"):
-            (tmp_path / name / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    bundle(hub.DEFAULT_8K)
+    bundle(hub.DEFAULT_16K)
     # without the 16 kHz target-presence model the 8 kHz default serves every rate
     assert hub.default_model_name(16000, need_confidence=True) == hub.DEFAULT_8K
-    (tmp_path / hub.DEFAULT_16K_CONFIDENCE).mkdir()
-    for file in ("model.safetensors", "config.yaml"):
-        (tmp_path / hub.DEFAULT_16K_CONFIDENCE / file).write_bytes((Path(tiny_model_dir) / file).read_bytes())
+    bundle(hub.DEFAULT_16K_CONFIDENCE)
     assert hub.default_model_name(16000) == hub.DEFAULT_16K
     assert hub.default_model_name(16000, need_confidence=True) == hub.DEFAULT_16K_CONFIDENCE
     assert hub.default_model_name(None, need_confidence=True) == hub.DEFAULT_16K_CONFIDENCE

@@ -81,16 +81,18 @@ def list_models() -> list[str]:
 
 def models_with_confidence() -> list[str]:
     """Bundled models whose ``config.yaml`` holds a fitted confidence map (``return_confidence``)."""
-    import yaml  # only this (error-path) helper reads configs here
+    from usef.checkpoint_io import (  # on demand: an error-path helper
+        CheckpointError,
+        read_config,
+    )
 
     names = []
     for name in list_models():
         try:
-            with open(pretrained_root() / name / CONFIG_FILE, encoding="utf-8") as handle:
-                config = yaml.safe_load(handle)
-        except (OSError, yaml.YAMLError):
+            config = read_config(pretrained_root() / name)
+        except (OSError, CheckpointError):
             continue
-        if isinstance(config, dict) and config.get("confidence"):
+        if config.get("confidence"):
             names.append(name)
     return names
 

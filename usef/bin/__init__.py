@@ -89,9 +89,8 @@ class ModelsByRate:
                 key = f"default@{sample_rate}"
         if key not in self._loaded:
             # "default" is resolved by usef.load_model itself: the one place the rule lives
-            wants = {"need_confidence": True} if self.need_confidence else {}
             self._loaded[key] = load_model_or_usage_error(self.spec, device=self.device, sample_rate=sample_rate,
-                                                          **wants, **self.options)
+                                                          need_confidence=self.need_confidence, **self.options)
         return self._loaded[key]
 
 
