@@ -179,3 +179,25 @@ def test_speakers_recipe_all_stages(tmp_path):
     assert heldout[0] == "id,mixture,reference,target,interferer" and len(heldout) == 5
     assert json.loads((exp / "eval_heldout" / "summary.json").read_text())["n_items"] == 4
     assert "| si_sdr_imp |" in (exp / "RESULTS.md").read_text()
+
+
+def test_speakers_recipe_trains_on_several_cpu_processes(tmp_path):
+    """``--ngpu 0 --ncpu 2``: stage 2 runs two one-thread processes (torchrun, gloo)."""
+    from usef.train import state
+
+    for s in range(5):
+        for u in range(2):
+            path = tmp_path / "speech" / f"spk{s}" / f"u{u}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(path), _voice(f"{s + 1}-1-{u + 1}", 2.0), SR)
+    exp = tmp_path / "exp"
+    done = subprocess.run(
+        ["bash", str(REPO / "egs" / "speakers" / "run.sh"), "--conf", "egs/speakers/conf/tiny.yaml",
+         "--speech", str(tmp_path / "speech"), "--ngpu", "0", "--ncpu", "2", "--exp", str(exp),
+         "--stage", "2", "--stop_stage", "2", "--train_opts", "train.max_steps=2 train.dev_every=2"],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "python": sys.executable}, cwd=REPO,
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    saved = state.load_train_state(exp / "checkpoints" / "step_2")
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    assert "threads: 1" in (exp / "train_config.yaml").read_text()

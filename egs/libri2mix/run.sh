@@ -13,6 +13,7 @@ stage=${stage:-0}                    # first stage to run
 stop_stage=${stop_stage:-5}          # last stage to run
 librimix_root=${librimix_root:-}     # folder holding wav8k/ and/or wav16k/ (LibriMix layout)
 ngpu=${ngpu:-1}                      # 0: CPU; 1: one GPU; N > 1: torchrun with N processes
+ncpu=${ncpu:-1}                      # with ngpu 0: N > 1 CPU processes of one thread each (torchrun)
 conf=${conf:-conf/usef_tfgridnet.yaml}
 exp=${exp:-}                         # default exp/<conf name>
 sample_rate=${sample_rate:-8000}     # must match the model of $conf
@@ -26,7 +27,7 @@ train_opts=${train_opts:-}           # extra key=value overrides, e.g. "train.ma
 eval_opts=${eval_opts:-}             # extra usef eval flags, e.g. "--no-pesq --limit 200"
 python=${python:-python}
 
-vars=" stage stop_stage librimix_root ngpu conf exp sample_rate mode mix_type n_average eval_seed test_enrollment torchrun_opts train_opts eval_opts python "
+vars=" stage stop_stage librimix_root ngpu ncpu conf exp sample_rate mode mix_type n_average eval_seed test_enrollment torchrun_opts train_opts eval_opts python "
 . "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/../train_launcher.sh"
 
@@ -74,9 +75,10 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  echo "stage 2: train $conf into $exp on $ngpu GPU(s)"
+  where="$ngpu GPU(s)"; [ "$ngpu" -eq 0 ] && where="the CPU, $ncpu process(es)"
+  echo "stage 2: train $conf into $exp on $where"
   train_launcher  # --resume: re-running the stage continues the run exactly where it stopped
-  "${trainer[@]}" "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
+  "${trainer[@]}" "$conf" "${data_opts[@]}" "${trainer_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
 fi
 
 model_dir=$exp/average_best$n_average

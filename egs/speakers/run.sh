@@ -22,6 +22,7 @@ speech=${speech:-}                   # overrides data.speech (manifest .csv, spe
 noise=${noise:-}                     # overrides data.noise ("none" disables noise)
 dev_speakers=${dev_speakers:-}       # overrides data.dev_speakers (held-out speaker count)
 ngpu=${ngpu:-1}                      # 0: CPU; 1: one GPU; N > 1: torchrun with N processes
+ncpu=${ncpu:-1}                      # with ngpu 0: N > 1 CPU processes of one thread each (torchrun)
 exp=${exp:-}                         # default exp/speakers_<conf name>
 n_average=${n_average:-3}
 eval_items=${eval_items:-500}        # mixtures in the held-out evaluation set
@@ -31,7 +32,7 @@ train_opts=${train_opts:-}           # extra key=value overrides
 eval_opts=${eval_opts:-}             # extra usef eval flags, e.g. "--no-pesq"
 python=${python:-python}
 
-vars=" stage stop_stage conf speech noise dev_speakers ngpu exp n_average eval_items eval_seed torchrun_opts train_opts eval_opts python "
+vars=" stage stop_stage conf speech noise dev_speakers ngpu ncpu exp n_average eval_items eval_seed torchrun_opts train_opts eval_opts python "
 . "$(dirname "${BASH_SOURCE[0]}")/../parse_options.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/../train_launcher.sh"
 
@@ -71,9 +72,10 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  echo "stage 2: train $conf into $exp on $ngpu GPU(s)"
+  where="$ngpu GPU(s)"; [ "$ngpu" -eq 0 ] && where="the CPU, $ncpu process(es)"
+  echo "stage 2: train $conf into $exp on $where"
   train_launcher  # --resume: re-running the stage continues the run exactly where it stopped
-  "${trainer[@]}" "$conf" "${data_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
+  "${trainer[@]}" "$conf" "${data_opts[@]}" "${trainer_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
 fi
 
 if run_stage 3; then
