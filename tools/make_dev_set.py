@@ -14,6 +14,11 @@ held-out speakers and a pool of 3 nearly all pairs are same-sex:
 
     python tools/make_dev_set.py --similar-pool 3 --n 200 --seed 20261202 --out work_data/dev8k_similar
 
+Long references (``--reference-seconds 8 10``; a speaker whose audio cannot hold one beside a
+disjoint 4 s target gets a shorter one, so check the lengths), e.g. for ``usef study reference-length``:
+
+    python tools/make_dev_set.py --reference-seconds 8 10 --n 200 --seed 20261204 --out work_data/dev8k_longref
+
 Target-absent items (``--target-absent 0.5``: that share of the mixtures holds only the
 interferer, the reference's talker does not speak; ``eval.csv`` leaves their ``target`` empty;
 the other items are the same as without the option):
@@ -52,13 +57,16 @@ def main(argv=None) -> int:
                         help="draw each interferer among the N held-out speakers closest in pitch (0: any)")
     parser.add_argument("--target-absent", type=float, default=0.0,
                         help="share of mixtures in which the reference's talker does not speak")
+    parser.add_argument("--reference-seconds", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN", "MAX"),
+                        help="reference length range; a speaker whose audio cannot hold such a reference beside a "
+                        "disjoint target gets a shorter one")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     speakers = read_speaker_list(args.speakers)
     corpus = SpeakerCorpus.merge(*(SpeakerCorpus.from_manifest(p, args.sample_rate) for p in args.speech))
     corpus = corpus.subset(speakers)
     dataset = DynamicMixDataset(corpus, None, segment_seconds=args.segment_seconds, sir_range=(-5.0, 5.0),
-                                reference_seconds=(2.0, 4.0), interferer_probs=(1.0,),
+                                reference_seconds=tuple(args.reference_seconds), interferer_probs=(1.0,),
                                 p_similar_interferer=1.0 if args.similar_pool else 0.0,
                                 similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent)
     examples = make_fixed_examples(dataset, args.n, args.seed)
