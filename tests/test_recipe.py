@@ -160,12 +160,18 @@ def test_stage0_lists_every_missing_noise_file(tmp_path):
     assert done.returncode == 2 and "missing" in done.stderr and str(noise) in done.stderr
 
 
-def test_speakers_recipe_all_stages(tmp_path):
-    for s in range(5):  # speaker folders: <root>/<speaker>/<utterance>.wav
+def _speaker_folders(root: Path) -> Path:
+    """Five speakers of two 2 s utterances each: ``root/<speaker>/<utterance>.wav``."""
+    for s in range(5):
         for u in range(2):
-            path = tmp_path / "speech" / f"spk{s}" / f"u{u}.wav"
+            path = root / f"spk{s}" / f"u{u}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             soundfile.write(str(path), _voice(f"{s + 1}-1-{u + 1}", 2.0) * (1 + s), SR)
+    return root
+
+
+def test_speakers_recipe_all_stages(tmp_path):
+    _speaker_folders(tmp_path / "speech")
     exp = tmp_path / "exp"
     done = subprocess.run(
         ["bash", str(REPO / "egs" / "speakers" / "run.sh"), "--conf", "egs/speakers/conf/tiny.yaml",
@@ -185,11 +191,7 @@ def test_speakers_recipe_trains_on_several_cpu_processes(tmp_path):
     """``--ngpu 0 --ncpu 2``: stage 2 runs two one-thread processes (torchrun, gloo)."""
     from usef.train import state
 
-    for s in range(5):
-        for u in range(2):
-            path = tmp_path / "speech" / f"spk{s}" / f"u{u}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            soundfile.write(str(path), _voice(f"{s + 1}-1-{u + 1}", 2.0), SR)
+    _speaker_folders(tmp_path / "speech")
     exp = tmp_path / "exp"
     done = subprocess.run(
         ["bash", str(REPO / "egs" / "speakers" / "run.sh"), "--conf", "egs/speakers/conf/tiny.yaml",

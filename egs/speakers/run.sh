@@ -72,9 +72,8 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  where="$ngpu GPU(s)"; [ "$ngpu" -eq 0 ] && where="the CPU, $ncpu process(es)"
-  echo "stage 2: train $conf into $exp on $where"
   train_launcher  # --resume: re-running the stage continues the run exactly where it stopped
+  echo "stage 2: train $conf into $exp on $train_where"
   "${trainer[@]}" "$conf" "${data_opts[@]}" "${trainer_opts[@]}" "${extra_train[@]}" --exp-dir "$exp" --resume
 fi
 

@@ -132,7 +132,7 @@ def run_items(items: list[Item], models: ModelsByRate, out_dir: Path, args: argp
         if spec == models.spec:
             return models(mix_rate), enrollment
         if spec not in by_name:
-            by_name[spec] = ModelsByRate(spec, models.device, getattr(models, "need_confidence", False),
+            by_name[spec] = ModelsByRate(spec, models.device, need_confidence=getattr(models, "need_confidence", False),
                                          **getattr(models, "options", {}))
         return by_name[spec](mix_rate), enrollment
 
