@@ -170,15 +170,21 @@ def _speaker_folders(root: Path) -> Path:
     return root
 
 
-def test_speakers_recipe_all_stages(tmp_path):
-    _speaker_folders(tmp_path / "speech")
+def _speakers_recipe(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """egs/speakers/run.sh with the tiny config on CPU, on :func:`_speaker_folders`; (result, exp)."""
+    speech = _speaker_folders(tmp_path / "speech")
     exp = tmp_path / "exp"
     done = subprocess.run(
         ["bash", str(REPO / "egs" / "speakers" / "run.sh"), "--conf", "egs/speakers/conf/tiny.yaml",
-         "--speech", str(tmp_path / "speech"), "--ngpu", "0", "--n_average", "2", "--exp", str(exp),
-         "--eval_items", "4", "--eval_opts", "--no-pesq --no-estimates"],
+         "--speech", str(speech), "--ngpu", "0", "--exp", str(exp), *options],
         env={**os.environ, "OMP_NUM_THREADS": "1", "python": sys.executable}, cwd=REPO,
         capture_output=True, text=True, timeout=300, check=False)
+    return done, exp
+
+
+def test_speakers_recipe_all_stages(tmp_path):
+    done, exp = _speakers_recipe(tmp_path, "--n_average", "2", "--eval_items", "4",
+                                 "--eval_opts", "--no-pesq --no-estimates")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert json.loads((exp / "data_summary.json").read_text())["speakers"] == 3  # 2 of 5 held out
     heldout = (exp / "heldout" / "eval.csv").read_text().splitlines()
@@ -191,14 +197,8 @@ def test_speakers_recipe_trains_on_several_cpu_processes(tmp_path):
     """``--ngpu 0 --ncpu 2``: stage 2 runs two one-thread processes (torchrun, gloo)."""
     from usef.train import state
 
-    _speaker_folders(tmp_path / "speech")
-    exp = tmp_path / "exp"
-    done = subprocess.run(
-        ["bash", str(REPO / "egs" / "speakers" / "run.sh"), "--conf", "egs/speakers/conf/tiny.yaml",
-         "--speech", str(tmp_path / "speech"), "--ngpu", "0", "--ncpu", "2", "--exp", str(exp),
-         "--stage", "2", "--stop_stage", "2", "--train_opts", "train.max_steps=2 train.dev_every=2"],
-        env={**os.environ, "OMP_NUM_THREADS": "1", "python": sys.executable}, cwd=REPO,
-        capture_output=True, text=True, timeout=300, check=False)
+    done, exp = _speakers_recipe(tmp_path, "--ncpu", "2", "--stage", "2", "--stop_stage", "2",
+                                 "--train_opts", "train.max_steps=2 train.dev_every=2")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     saved = state.load_train_state(exp / "checkpoints" / "step_2")
     assert saved["world_size"] == 2 and len(saved["rng"]) == 2
