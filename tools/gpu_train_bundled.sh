@@ -53,8 +53,13 @@ for tag in $tags; do
     last=$(ls -d exp/$tag/checkpoints/step_* | sort -t_ -k2 -n | tail -1); mkdir -p exp/$tag/best
     cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/best/
   fi
+  # LAST=1: the last weights too (no optimiser state), for averaging; mind the 64 MiB that come back
+  last=$(ls -d exp/$tag/checkpoints/step_* 2>/dev/null | sort -t_ -k2 -n | tail -1)
+  if [ "${LAST:-0}" = 1 ] && [ -n "$last" ]; then
+    mkdir -p exp/$tag/last; cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/last/
+  fi
   grep -v "^ *$" "exp/train_$tag.log" | tail -3
 done
-tar cf - $(for tag in $tags; do echo exp/$tag/best exp/$tag/best.json exp/$tag/log.jsonl; done) 2>/dev/null \
+tar cf - $(for tag in $tags; do echo exp/$tag/best exp/$tag/last exp/$tag/best.json exp/$tag/log.jsonl; done) 2>/dev/null \
   | split -b 15000000 -d - "$OUT/results.tar."
 ls -la "$OUT"
