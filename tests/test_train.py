@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 from usef.checkpoint import load_pretrained
 from usef.data import SpeakerCorpus, write_pack
 from usef.train import state
+from usef.train import trainer as trainer_module
 from usef.train.average import average_best, select_checkpoints
 from usef.train.data import StepBatchSampler
-from usef.train.schedule import WarmupDecay, lr_at
+from usef.train.schedule import WarmupDecay, lr_at, steps_within_budget
 from usef.train.trainer import apply_overrides, resolve_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +180,51 @@ def test_max_minutes_stops_with_a_checkpoint_and_resume_finishes(pack, tmp_path,
     assert finished.step == 5 and finished.stopped == "max_steps"
     assert "changed config sections ['train']" in caplog.text
     assert [r["step"] for r in state.RunLog(exp).records()] == [1, 2, 3, 4, 5]
+
+
+class _FakeClock:
+    """A wall clock that advances ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+@pytest.mark.parametrize("fit", [False, True])
+def test_fit_schedule_to_minutes_ends_the_decay_inside_the_budget(pack, tmp_path, one_thread, monkeypatch, fit):
+    # the GPU window of 2026-12-04: max_steps from a pilot's optimistic pace, the clock stopped the
+    # run with the cosine half done and the rate still high; fitting the plan to the pace ends it
+    clock = _FakeClock(1.0)  # read once a step for the budget, once more per step when fitting
+    monkeypatch.setattr(trainer_module, "_clock", clock)
+    config = _config(pack, max_steps=1000, warmup_steps=2, max_minutes=1.0, lr=1e-3, min_lr=1e-6,
+                     fit_schedule_to_minutes=fit)
+    result = train(config, tmp_path / "exp")
+    records = state.RunLog(tmp_path / "exp").records()
+    last_lr = records[-1]["lr"]
+    if not fit:
+        assert result.stopped == "max_minutes" and last_lr > 0.9e-3  # cut off near the peak
+        return
+    assert result.stopped == "max_steps" and 20 <= result.step < 1000
+    assert clock.now < 60.0  # ended by its own plan, before the clock would have stopped it
+    assert last_lr < 0.02e-3  # the cosine ran to (nearly) its floor
+    assert records[-1]["planned_max_steps"] == result.step
+
+
+def test_fit_schedule_to_minutes_needs_a_budget(pack):
+    with pytest.raises(ValueError, match="fit_schedule_to_minutes needs train.max_minutes"):
+        resolve_config(_config(pack, fit_schedule_to_minutes=True))
+
+
+def test_steps_within_budget_known_answers():
+    # 50 steps took 100 s: 2 s a step; 300 s budget with no margin leaves 100 more steps
+    assert steps_within_budget(50, 50, 100.0, 300.0, 10_000, margin=1.0) == 150
+    assert steps_within_budget(50, 50, 100.0, 300.0, 120, margin=1.0) == 120  # never past max_steps
+    assert steps_within_budget(50, 50, 400.0, 300.0, 10_000) == 50  # over budget: stop now
+    assert steps_within_budget(70, 20, 40.0, 300.0, 10_000, margin=0.9) == 70 + (270 - 40) // 2  # resumed at 50
+    assert steps_within_budget(5, 0, 0.0, 300.0, 99) == 99  # no pace yet: keep the plan
 
 
 # --------------------------------------------------------------------------- exact resume

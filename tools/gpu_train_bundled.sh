@@ -34,15 +34,17 @@ for tag in sys.argv[2:]:
     times += [r["step_time"] for r in rows[2:]] or [r["step_time"] for r in rows]
 step = max(sorted(times)[len(times) // 2], 1e-3)
 budget = float(sys.argv[1]) * 60 * 0.93  # dev evaluations and checkpoints take the rest
-print(max(500, int(budget / step) // 100 * 100))
+# twice the pilot's plan as the cap: the runs re-plan from their own pace (fit_schedule_to_minutes),
+# because runs side by side go slower than the pilot (2026-12-04: 0.26 s a step against 0.11)
+print(2 * max(500, int(budget / step) // 100 * 100))
 PY
 )
-echo "pilot step time -> max_steps=$steps for $MINUTES min"
+echo "pilot step time -> at most max_steps=$steps for $MINUTES min, fitted to the pace as they run"
 
 # 2) the real runs, equal budgets, concurrently
 for pair in $confs; do
   tag=${pair%%:*}; conf=${pair#*:}
-  python3 -m usef.bin.train "$conf" --exp-dir exp/$tag --quiet train.max_steps=$steps \
+  python3 -m usef.bin.train "$conf" --exp-dir exp/$tag --quiet train.max_steps=$steps train.fit_schedule_to_minutes=true \
     train.max_minutes=$MINUTES $EXTRA > "exp/train_$tag.log" 2>&1 &
 done
 wait

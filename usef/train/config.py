@@ -32,6 +32,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # matches the targets before step 1 (usef.train.calibrate), for a level-dependent fine-tune
     # of a model trained scale-invariantly
     "calibrate_output_gain": False,
+    # with max_minutes: re-plan max_steps (at most the configured one) from the pace so far at
+    # every log step, so that the decay ends with the budget instead of being cut off mid-way
+    "fit_schedule_to_minutes": False,
 }
 DEV_DEFAULTS: dict[str, Any] = {"n_items": 200, "seed": 20250, "batch_size": 1, "segment_seconds": None, "mix": {}}
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -100,6 +103,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
     if t["threads"] is not None and (not isinstance(t["threads"], int) or t["threads"] < 1):
         raise ValueError(f"train.threads must be a positive integer or null, got {t['threads']!r}")
+    if t["fit_schedule_to_minutes"] and t["max_minutes"] is None:
+        raise ValueError("train.fit_schedule_to_minutes needs train.max_minutes (the budget to fit)")
     if t["min_lr"] is None:
         t["min_lr"] = 0.01 * float(t["lr"])  # decay ends at 1 % of the peak unless told otherwise
     if t["save_every"] is None:

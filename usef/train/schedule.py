@@ -56,6 +56,22 @@ def lr_at(
     return base_lr * (floor / base_lr) ** progress
 
 
+def steps_within_budget(step: int, steps_this_run: int, elapsed_s: float, budget_s: float, max_steps: int,
+                        margin: float = 0.97) -> int:
+    """The last step a run reaches inside ``budget_s`` wall-clock seconds at the pace it has kept.
+
+    The pace is ``elapsed_s / steps_this_run`` (this process's steps, with its data waits, dev
+    passes and checkpoints), so a decay planned from it ends when the budget does rather than
+    being cut off half-way; ``margin`` leaves a little for the last dev pass and checkpoint.
+    The result lies in ``[step, max_steps]``; ``step`` itself means: no further step fits, stop now.
+    """
+    if steps_this_run < 1 or elapsed_s <= 0 or budget_s <= 0:
+        return max_steps
+    pace = elapsed_s / steps_this_run
+    more = int((margin * budget_s - elapsed_s) // pace)
+    return int(min(max_steps, max(step, step + more)))
+
+
 class WarmupDecay:
     """Sets the learning rate of every parameter group of ``optimizer`` from ``lr_at``.
 
@@ -94,6 +110,13 @@ class WarmupDecay:
 
     def step(self) -> None:
         self.last_step += 1
+        self._apply()
+
+    def set_max_steps(self, max_steps: int) -> None:
+        """Move the end of the decay (a run fitting its schedule to a time budget)."""
+        if int(max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.max_steps = int(max_steps)
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:

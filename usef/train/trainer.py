@@ -45,9 +45,10 @@ from usef.train import losses, state
 from usef.train.calibrate import calibrate_output_gain
 from usef.train.config import apply_overrides, load_config, resolve_config
 from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
-from usef.train.schedule import WarmupDecay
+from usef.train.schedule import WarmupDecay, steps_within_budget
 
 logger = logging.getLogger(__name__)
+_clock = time.monotonic  # the wall clock of max_minutes; tests replace it
 
 Callback = Callable[[dict[str, Any]], None]
 __all__ = ["TrainResult", "apply_overrides", "evaluate_dev", "load_config", "prepare_data", "resolve_config",
@@ -342,7 +343,8 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
         state.restore_rng_state(rng_to_restore)  # last thing before the loop: nothing may draw after
 
     max_steps, max_minutes = int(t["max_steps"]), t["max_minutes"]
-    started = time.monotonic()
+    fit_budget, first_step = bool(t["fit_schedule_to_minutes"]), step
+    started = _clock()
     run_log = state.RunLog(exp_dir)
     window = {"time": 0.0, "steps": 0, "loss": torch.zeros((), device=info.device), "norm": 0.0}
     last_saved = step
@@ -371,13 +373,22 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
         scheduler.step()
         step += 1
+        if fit_budget and step % int(t["log_every"]) == 0:
+            planned = torch.tensor(float(steps_within_budget(step, step - first_step, _clock() - started,
+                                                             60.0 * float(max_minutes), int(t["max_steps"]))),
+                                   device=info.device)
+            if ddp:
+                dist.all_reduce(planned, op=dist.ReduceOp.MIN)  # every rank stops at the same step
+            if int(planned.item()) != max_steps:
+                max_steps = int(planned.item())
+                scheduler.set_max_steps(max_steps)
         window["time"] += time.perf_counter() - tic
         window["steps"] += 1
         window["norm"] += grad_norm
 
         stop = False
         if max_minutes is not None:
-            flag = torch.tensor(float(time.monotonic() - started > 60.0 * float(max_minutes)), device=info.device)
+            flag = torch.tensor(float(_clock() - started > 60.0 * float(max_minutes)), device=info.device)
             if ddp:
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             stop = bool(flag.item())
@@ -390,7 +401,8 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             examples = window["steps"] * accum * int(t["batch_size"]) * info.world
             record.update(step=step, loss=float(mean_loss), lr=lr, grad_norm=window["norm"] / window["steps"],
                           step_time=window["time"] / window["steps"],
-                          examples_per_s=examples / max(window["time"], 1e-9))
+                          examples_per_s=examples / max(window["time"], 1e-9),
+                          **({"planned_max_steps": max_steps} if fit_budget else {}))
             window = {"time": 0.0, "steps": 0, "loss": torch.zeros((), device=info.device), "norm": 0.0}
         emit({"event": "step", "step": step, "lr": lr, "grad_norm": grad_norm, **record})
         dev_metrics = None
