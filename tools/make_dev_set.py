@@ -4,7 +4,8 @@
 Two-talker mixtures of *held-out* real speakers only (``egs/speakers/dev_speakers.txt``),
 SIR uniform in -5...5 dB, no noise, 4 s mixtures and 2-4 s references from another utterance
 of the target (or a non-overlapping part of its single recording). Seeded: the same command
-writes the same set.
+writes the same set. Beside ``eval.csv``, ``speakers.csv`` names each item's target talker and
+whether its reference comes from another recording (``tools/subset_scores.py``).
 
     python tools/make_dev_set.py --sample-rate 8000 --out work_data/dev8k
 
@@ -29,6 +30,7 @@ the other items are the same as without the option):
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -42,6 +44,19 @@ from usef.data.splits import read_speaker_list
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+
+
+def _write_speakers(path: Path, examples: list, corpus: SpeakerCorpus) -> None:
+    """``id,target_speaker,reference_source`` beside ``eval.csv``, for per-subset scores
+    (``tools/subset_scores.py``): the reference comes from another recording of the talker when
+    the talker has several, else from a non-overlapping part of the target's own recording."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "target_speaker", "reference_source"])
+        for index, example in enumerate(examples):
+            speaker = example["speaker"]
+            several = corpus.num_utterances(speaker) > 1
+            writer.writerow([f"{index:06d}", speaker, "other recording" if several else "same recording"])
 
 
 def main(argv=None) -> int:
@@ -71,6 +86,7 @@ def main(argv=None) -> int:
                                 similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent)
     examples = make_fixed_examples(dataset, args.n, args.seed)
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
+    _write_speakers(args.out / "speakers.csv", examples, corpus)
     absent = sum(not ex.get("target_present", 1) for ex in examples)
     print(f"wrote {len(examples)} items ({absent} target-absent) from {len(corpus.speakers)} held-out speakers to {csv_path}")
     return 0
