@@ -1,4 +1,4 @@
-"""tools/subset_scores.py: per-subset means, rates and paired differences from eval folders."""
+"""tools/subset_scores.py: per-subset means, rates and paired differences of two eval folders."""
 
 from __future__ import annotations
 
@@ -44,15 +44,20 @@ def test_subsets_paired_and_rates_known_answers(tmp_path):
     assert other["folders"][str(first)]["confusion_rate"] == pytest.approx(0.5)
     assert other["paired"]["mean_delta"] == pytest.approx(1.5)  # (+1 and +2) / 2
     assert other["paired"]["second_wins"] == pytest.approx(1.0)
-    # deltas -1 and +2: mean 0.5, sd 2.1213, t(0.975, 1) = 12.706 -> half-width 19.06
+    # usef compare's bootstrap: two deltas, so resampled means are only -1, 0.5 or 2 (a quarter,
+    # half, quarter of draws): the 95 % interval is [-1, 2]; for deltas +1 and +2 it is [1, 2]
     assert same["paired"]["mean_delta"] == pytest.approx(0.5)
-    assert same["paired"]["ci95_high"] - same["paired"]["mean_delta"] == pytest.approx(19.06, abs=0.01)
+    assert [same["paired"]["ci95_low"], same["paired"]["ci95_high"]] == pytest.approx([-1.0, 2.0])
+    assert [other["paired"]["ci95_low"], other["paired"]["ci95_high"]] == pytest.approx([1.0, 2.0])
+    # each folder's mean: 4 and 6 -> 5, sd 1.4142, t(0.975, 1) = 12.706 -> half-width 12.706
+    assert same["folders"][str(first)]["ci95_high"] - 5.0 == pytest.approx(12.706, abs=0.001)
     assert same["folders"][str(second)]["confusion_rate"] == pytest.approx(0.5)
 
 
 def test_missing_column_is_a_clear_error(tmp_path, capsys):
     speakers = tmp_path / "speakers.csv"
     speakers.write_text("id,target_speaker\n000000,a\n", encoding="utf-8")
-    folder = _eval_dir(tmp_path / "e", [("000000", "1.0", "False")])
-    assert subset_scores.main(["--speakers", str(speakers), str(folder)]) == 1
+    first = _eval_dir(tmp_path / "e", [("000000", "1.0", "False")])
+    second = _eval_dir(tmp_path / "f", [("000000", "2.0", "False")])
+    assert subset_scores.main(["--speakers", str(speakers), str(first), str(second)]) == 1
     assert "reference_source" in capsys.readouterr().err

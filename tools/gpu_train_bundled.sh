@@ -51,12 +51,12 @@ wait
 # 3) best weights (or the latest when no dev score exists yet) and logs, as one tar cut into
 # 15 MB parts: the device tool returns at most 8 files of 16 MiB. Rebuild: cat results.tar.* | tar x
 for tag in $tags; do
+  last=$(ls -d exp/$tag/checkpoints/step_* 2>/dev/null | sort -t_ -k2 -n | tail -1)
   if [ ! -f exp/$tag/best/model.safetensors ]; then
-    last=$(ls -d exp/$tag/checkpoints/step_* | sort -t_ -k2 -n | tail -1); mkdir -p exp/$tag/best
+    mkdir -p exp/$tag/best
     cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/best/
   fi
   # LAST=1: the last weights too (no optimiser state), for averaging; mind the 64 MiB that come back
-  last=$(ls -d exp/$tag/checkpoints/step_* 2>/dev/null | sort -t_ -k2 -n | tail -1)
   if [ "${LAST:-0}" = 1 ] && [ -n "$last" ]; then
     mkdir -p exp/$tag/last; cp "$last"/model.safetensors "$last"/config.yaml exp/$tag/last/
   fi
