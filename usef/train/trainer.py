@@ -373,6 +373,9 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
         scheduler.step()
         step += 1
+        window["time"] += time.perf_counter() - tic
+        window["steps"] += 1
+        window["norm"] += grad_norm
         if fit_budget and step % int(t["log_every"]) == 0:
             planned = torch.tensor(float(steps_within_budget(step, step - first_step, _clock() - started,
                                                              60.0 * float(max_minutes), int(t["max_steps"]))),
@@ -382,9 +385,6 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             if int(planned.item()) != max_steps:
                 max_steps = int(planned.item())
                 scheduler.set_max_steps(max_steps)
-        window["time"] += time.perf_counter() - tic
-        window["steps"] += 1
-        window["norm"] += grad_norm
 
         stop = False
         if max_minutes is not None:
