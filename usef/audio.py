@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Union
 
@@ -26,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from usef.atomic_io import atomic_write
 from usef.audio_chunks import chunk_starts, chunked_overlap_add
 from usef.audio_level import (
     CALIBRATED_MAX_CORRECTION_DB,
@@ -185,23 +185,7 @@ def write_audio(
             logger.warning("%s: peak %.2f exceeds full scale; scaled down by %.1f dB for 16-bit PCM",
                            path, peak, 20.0 * np.log10(peak / 0.999))
             data = data * (0.999 / peak)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would stick to the output; os.open honours the umask.
-    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            sf.write(handle, data, int(sample_rate), format="WAV", subtype=subtype)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda tmp: sf.write(tmp, data, int(sample_rate), format="WAV", subtype=subtype))
 
 
 def resample(wave: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:

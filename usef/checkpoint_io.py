@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -25,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from usef._version import __version__
+from usef.atomic_io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -67,35 +67,19 @@ def checkpoint_config(model: torch.nn.Module, extra: dict[str, Any] | None = Non
     return config
 
 
-def _atomic_write(path: Path, write) -> None:
-    # os.open with 0o666 (minus umask) rather than mkstemp's 0o600: a shared model folder
-    # must stay readable by other users
-    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model: torch.nn.Module, directory: PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.yaml`` into ``directory`` (created if needed)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     config = checkpoint_config(model, extra)
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
     def write_config(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             yaml.safe_dump(config, handle, sort_keys=False)
 
-    _atomic_write(directory / CONFIG_NAME, write_config)
+    atomic_write(directory / CONFIG_NAME, write_config)
     return directory
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, Union
 import torch
 
 from usef._version import __version__
+from usef.atomic_io import atomic_write
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Enrollment", "model_fingerprint"]
 
@@ -151,12 +151,8 @@ class Enrollment:
 
         path = Path(path)
         tensors = {key: value.detach().to("cpu").contiguous() for key, value in self.state.items()}
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-        try:
-            save_file(tensors, str(tmp), metadata={_HEADER_KEY: json.dumps(self.header())})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # safetensors replaces the file it writes; atomic_write restores a readable mode
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_HEADER_KEY: json.dumps(self.header())}))
         return path
 
     @classmethod

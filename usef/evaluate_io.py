@@ -11,13 +11,15 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
+
+from usef.atomic_io import atomic_write
+from usef.atomic_io import write_text_atomic as _write_text_atomic
 
 __all__ = ["csv_text", "json_safe", "read_mono", "safe_name", "write_text_atomic"]
 
@@ -50,28 +52,13 @@ def safe_name(item_id: str) -> str:
 
 
 def _write_wav_atomic(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.wav"
-    )
-    os.close(fd)
-    try:
-        # float subtype: estimates may exceed [-1, 1] and must not be clipped
-        sf.write(tmp, wave, sample_rate, format="WAV", subtype="FLOAT")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # float subtype: estimates may exceed [-1, 1] and must not be clipped
+    atomic_write(path, lambda tmp: sf.write(tmp, wave, sample_rate, format="WAV", subtype="FLOAT"),
+                 suffix=".tmp.wav", fsync=False)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_text_atomic(path, text, newline="")
 
 
 def csv_text(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> str:

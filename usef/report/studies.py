@@ -21,13 +21,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from usef.atomic_io import atomic_write
 from usef.evaluate import csv_text, json_safe, read_mono, write_text_atomic
 from usef.metrics import si_sdr, summarize
 
@@ -343,12 +343,5 @@ def plot_reference_length(
 def save_png_atomic(fig: Any, path: Path) -> Path:
     """Write a matplotlib figure as PNG via a temporary file and a rename: a reader never
     sees half a plot."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".tmp.png", fsync=False)
     return path

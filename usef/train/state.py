@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from usef.atomic_io import write_text_atomic as _write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
@@ -118,20 +120,8 @@ def _fsync_path(path: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename (and fsync the folder)."""
+    path = _write_text_atomic(path, text)
     _fsync_path(path.parent)
 
 
