@@ -20,10 +20,11 @@ import torch
 import yaml
 from conftest import build_tiny, speechlike
 
+from usef import hub
 from usef.bin import main as usef_main
 from usef.bin.extract import main as extract_main
 
-DEFAULTS = ("usef-conformer-8k", "usef-conformer-16k")
+DEFAULTS = (hub.DEFAULT_8K, hub.DEFAULT_16K)
 
 
 def write_pairs(root: Path, rows: list[dict], name: str = "pairs.csv") -> Path:
@@ -75,14 +76,14 @@ def test_default_model_is_chosen_per_item_and_recorded(tmp_path, bundled_default
         code = extract_main(["--list", str(pairs), "--out-dir", str(out), "--device", "cpu", "--jobs", "1"])
     assert code == 1
     served = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records if r.name == "usef.extract"}
-    assert "usef-conformer-8k (8000 Hz input)" in served["a8k"]
-    assert "usef-conformer-16k (16000 Hz input)" in served["b16k"]  # not the first item's model
-    assert "usef-conformer-8k (11025 Hz input)" in served["c11k"]
+    assert f"{DEFAULTS[0]} (8000 Hz input)" in served["a8k"]
+    assert f"{DEFAULTS[1]} (16000 Hz input)" in served["b16k"]  # not the first item's model
+    assert f"{DEFAULTS[0]} (11025 Hz input)" in served["c11k"]
     for name, rate in (("a8k", 8000), ("b16k", 16000), ("c11k", 11025)):
         assert sf.info(out / f"{name}.wav").samplerate == rate
     failures = failures_of(out)
     assert set(failures) == {"short16k", "bad"}
-    assert failures["short16k"]["model"] == "usef-conformer-16k"  # the model that failed on it
+    assert failures["short16k"]["model"] == DEFAULTS[1]  # the model that failed on it
     assert failures["bad"]["model"] == ""  # failed before any model was chosen
 
 

@@ -14,6 +14,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
+from usef.models.band_ensemble import BandEnsemble
 from usef.models.base import TargetSpeakerExtractor
 from usef.models.embedding import EmbeddingExtractor
 from usef.models.usef import UsefExtractor
@@ -126,12 +127,32 @@ def model_arguments(name: str, preset: str | None = None, **overrides: Any) -> d
     return args
 
 
+def _build_band_ensemble(preset: str | None, wide: Any = None, narrow: Any = None, **options: Any) -> BandEnsemble:
+    if preset is not None:
+        raise ValueError(f"model {BandEnsemble.name!r} has no presets; its members are given as wide= and narrow=")
+    members = {}
+    for role, spec in (("wide", wide), ("narrow", narrow)):
+        if not isinstance(spec, dict) or set(spec) != {"model", "args"} or not isinstance(spec["args"], dict):
+            raise ValueError(f"{BandEnsemble.name}: {role} must be a mapping {{model: NAME, args: {{...}}}} "
+                             f"(a member's checkpoint config), got {spec!r}")
+        if spec["model"] == BandEnsemble.name:
+            raise ValueError(f"{BandEnsemble.name}: a member cannot itself be an ensemble")
+        members[role] = build_model(spec["model"], **spec["args"])
+    return BandEnsemble(members["wide"], members["narrow"], **options)
+
+
 def build_model(name: str, preset: str | None = None, **overrides: Any) -> TargetSpeakerExtractor:
     """Build the registered model ``name`` (its documented default when called with no overrides).
+
+    ``band_ensemble`` (:class:`~usef.models.band_ensemble.BandEnsemble`, not a registry entry: it
+    has no defaults) is built from its two members' configs, ``wide={model, args}`` and
+    ``narrow={model, args}``, as its checkpoint stores them.
 
     Raises:
         ValueError: unknown name (the message lists the choices), preset or argument.
     """
+    if name == BandEnsemble.name:
+        return _build_band_ensemble(preset, **overrides)
     args = model_arguments(name, preset, **overrides)
     model = MODELS[name].cls(**args)
     model.name = name
@@ -140,6 +161,7 @@ def build_model(name: str, preset: str | None = None, **overrides: Any) -> Targe
 
 __all__ = [
     "MODELS",
+    "BandEnsemble",
     "EmbeddingExtractor",
     "ModelSpec",
     "TargetSpeakerExtractor",

@@ -1,0 +1,154 @@
+"""BandEnsemble: a wide-band and a narrow-band model averaged on their shared STFT bins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import speechlike
+
+import usef
+from usef.checkpoint import CheckpointError, load_pretrained, save_pretrained
+from usef.models import BandEnsemble, build_model
+
+WIDE = {"sample_rate": 16000, "n_fft": 128, "hop_length": 64}  # 125 Hz per bin, as the tiny 8 kHz preset
+
+
+def _tiny(seed: int, identity: bool = False, **args) -> torch.nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model("usef_conformer", preset="tiny", **args)
+    if identity:  # the mask head outputs exactly 1 + 0j: the model returns istft(stft(input))
+        head = model.separator.output
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[: model.separator.num_bins] = 1.0
+    return model.eval()
+
+
+def _ensemble(identity: bool = False, **options) -> BandEnsemble:
+    return BandEnsemble(_tiny(0, identity, **WIDE), _tiny(1, identity), **options).eval()
+
+
+def _signal(seconds: float, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(speechlike(seconds, 16000, seed=seed))
+
+
+def test_shapes_and_odd_lengths():
+    model = _ensemble(narrow_weight=0.5)
+    mixture = torch.stack([_signal(1.0, 0), _signal(1.0, 1)])[:, :15999]  # odd: padded to the rate ratio
+    reference = torch.stack([_signal(0.8, 2), _signal(0.8, 3)])
+    with torch.inference_mode():
+        out = model(mixture, reference)
+    assert out.shape == (2, 15999) and torch.isfinite(out).all()
+    assert model.stft is model.wide.stft and model.sample_rate == 16000
+
+
+def test_narrow_input_is_the_low_band_at_the_narrow_rate():
+    # a band-limited signal taken to 8 kHz in the shared STFT domain matches the 8 kHz sampling
+    # of the same sum of tones (edges excluded: the STFT's reflection padding)
+    t16, t8 = np.arange(16000) / 16000, np.arange(8000) / 8000
+    tones = [(440.0, 0.3), (1250.0, 0.2), (2900.0, 0.1)]
+    x16 = sum(a * np.sin(2 * np.pi * f * t16) for f, a in tones).astype(np.float32)
+    x8 = sum(a * np.sin(2 * np.pi * f * t8) for f, a in tones)
+    y8 = _ensemble()._to_narrow(torch.from_numpy(x16)[None])[0].numpy()
+    inner = slice(200, -200)
+    error = np.sqrt(np.mean((y8[inner] - x8[inner]) ** 2) / np.mean(x8[inner] ** 2))
+    assert y8.shape == (8000,) and error < 1e-3
+
+
+def test_weight_zero_is_the_wide_model_alone_and_identity_members_return_the_input():
+    mixture, reference = _signal(1.0)[None], _signal(0.7, 5)[None]
+    with torch.inference_mode():
+        alone = _ensemble(narrow_weight=0.0)
+        wide_only = alone.wide(mixture, reference)
+        gain = (wide_only * mixture).sum() / wide_only.pow(2).sum()
+        torch.testing.assert_close(alone(mixture, reference), wide_only * gain, atol=1e-5, rtol=1e-4)
+        # identity members (mask 1): the narrow member's input and output are the low band
+        # of the mixture, so the average gives the band-limited mixture back
+        same = _ensemble(identity=True, narrow_weight=0.7)(mixture, reference)
+    error = (same - mixture).pow(2).mean() / mixture.pow(2).mean()
+    assert error < 1e-4
+
+
+def test_the_band_above_the_narrow_nyquist_is_the_wide_models():
+    mixture = torch.randn(1, 16000) * 0.1
+    reference = _signal(0.7, 5)[None]
+    with torch.inference_mode():
+        both = _ensemble(narrow_weight=1.0)(mixture, reference)
+        alone = _ensemble(narrow_weight=0.0)(mixture, reference)
+    spec = lambda x: torch.stft(x, 128, 64, window=torch.hann_window(128), return_complex=True)
+    change = lambda lo, hi: float((spec(both)[:, lo:hi] - spec(alone)[:, lo:hi]).norm()
+                                  / spec(alone)[:, lo:hi].norm())
+    # the combined spectrum goes through one iSTFT, which spreads a low-band change only into
+    # the bins next to it: from three bins above the shared 33 the wide model's band is kept
+    assert change(36, 65) < 0.02 and change(0, 28) > 0.5
+
+
+def test_batch_equals_single_with_padded_references():
+    model = _ensemble(narrow_weight=0.5, narrow_shifts=2)
+    mixtures = torch.stack([_signal(1.0, 0), _signal(1.0, 1)])
+    refs = [_signal(0.9, 2), _signal(0.6, 3)]
+    padded = torch.zeros(2, refs[0].numel())
+    padded[0], padded[1, : refs[1].numel()] = refs[0], refs[1]
+    lengths = torch.tensor([refs[0].numel(), refs[1].numel()])
+    with torch.inference_mode():
+        batch = model.extract(mixtures, model.prepare_condition(padded, lengths), shifts=2)
+        singles = [model.extract(mixtures[i : i + 1], model.prepare_condition(refs[i][None]), shifts=2) for i in range(2)]
+    torch.testing.assert_close(batch, torch.cat(singles), atol=2e-6, rtol=1e-5)
+
+
+def test_checkpoint_round_trip_and_the_api(tmp_path):
+    model = _ensemble(narrow_weight=0.6, narrow_shifts=2)
+    directory = save_pretrained(model, tmp_path / "ens", {"shifts": 2})
+    loaded = load_pretrained(directory)
+    assert isinstance(loaded, BandEnsemble) and loaded.config == model.config and loaded.inference_shifts == 2
+    mixture, reference = _signal(1.2, 0), _signal(0.8, 4)
+    with torch.inference_mode():
+        expected = model.extract(mixture[None], model.prepare_condition(reference[None]), shifts=2)[0]
+    extractor = usef.load_model(directory, device="cpu", level="model")
+    assert extractor.shifts == 2
+    out = extractor.extract(mixture.numpy(), reference.numpy(), sample_rate=16000)
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-5)
+    # 8 kHz input is taken to the ensemble's rate and back, like any model
+    assert extractor.extract(mixture.numpy()[::2], reference.numpy()[::2], sample_rate=8000).shape == (9600,)
+    # an enrollment holds both members' reference states
+    enrollment = extractor.enroll([reference.numpy(), _signal(0.7, 6).numpy()], sample_rate=16000)
+    assert extractor.extract(mixture.numpy(), enrollment, sample_rate=16000).shape == mixture.shape
+
+
+def test_config_and_weights_must_agree(tmp_path):
+    directory = save_pretrained(_ensemble(), tmp_path / "ens")
+    text = (directory / "config.yaml").read_text()
+    (directory / "config.yaml").write_text(text.replace("dim: 16", "dim: 24", 1))
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_pretrained(directory)
+
+
+def test_bad_members_and_options_raise_clear_errors():
+    wide, narrow = _tiny(0, **WIDE), _tiny(1)
+    with pytest.raises(ValueError, match="integer multiple"):
+        BandEnsemble(narrow, wide)
+    with pytest.raises(ValueError, match="window and hop"):
+        BandEnsemble(_tiny(0, sample_rate=16000, n_fft=64, hop_length=32), narrow)
+    with pytest.raises(ValueError, match="narrow_weight"):
+        BandEnsemble(wide, narrow, narrow_weight=1.5)
+    with pytest.raises(ValueError, match="mapping"):
+        build_model("band_ensemble", wide={"model": "usef_conformer"}, narrow=None)
+    with pytest.raises(ValueError, match="reference recording"):
+        _ensemble().prepare_condition(embedding=torch.zeros(1, 8))
+
+
+def test_freeze_narrow_trains_the_wide_member_only():
+    model = _ensemble(narrow_weight=0.5, freeze_narrow=True).train()
+    assert not model.narrow.training and model.wide.training
+    narrow_before = {k: v.clone() for k, v in model.narrow.state_dict().items()}
+    wide_before = {k: v.clone() for k, v in model.wide.state_dict().items()}
+    optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    mixture, reference = _signal(1.0)[None], _signal(0.7, 5)[None]
+    model(mixture, reference).pow(2).mean().backward()
+    optimiser.step()
+    assert all(torch.equal(v, narrow_before[k]) for k, v in model.narrow.state_dict().items())
+    assert any(not torch.equal(v, wide_before[k]) for k, v in model.wide.state_dict().items())
+    assert model.config["freeze_narrow"] is True
