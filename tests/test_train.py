@@ -213,6 +213,17 @@ def test_fit_schedule_to_minutes_ends_the_decay_inside_the_budget(pack, tmp_path
     assert records[-1]["planned_max_steps"] == result.step
 
 
+def test_a_budget_shorter_than_the_warm_up_is_reported(pack, tmp_path, one_thread, monkeypatch, caplog):
+    # seen in a 30 s smoke run of a GPU config: the fitted plan ended inside the warm-up, so the
+    # rate rose until the clock stopped it and never decayed, silently
+    monkeypatch.setattr(trainer_module, "_clock", _FakeClock(1.0))
+    config = _config(pack, max_steps=1000, warmup_steps=500, max_minutes=0.5, fit_schedule_to_minutes=True)
+    with caplog.at_level("WARNING"):
+        result = train(config, tmp_path / "exp")
+    assert result.step < 500
+    assert caplog.text.count("the run ends still warming up") == 1
+
+
 def test_fit_schedule_to_minutes_needs_a_budget(pack):
     with pytest.raises(ValueError, match="fit_schedule_to_minutes needs train.max_minutes"):
         resolve_config(_config(pack, fit_schedule_to_minutes=True))

@@ -2,7 +2,8 @@
 
 Everything comes from one config dict (:mod:`usef.train.config`); data building and the
 step-indexed sampler live in :mod:`usef.train.data`, checkpoints and RNG state in
-:mod:`usef.train.state`.
+:mod:`usef.train.state`, the dev pass in :mod:`usef.train.dev`, and how a step runs on this
+machine (DDP processes, devices, autocast, the model call) in :mod:`usef.train.runtime`.
 
 Exactness: the data stream is a pure function of the optimizer step (a step-indexed batch
 sampler over seeded datasets), the learning rate a pure function of the step, and the
@@ -18,12 +19,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -39,12 +39,21 @@ from usef.checkpoint import (
     save_pretrained,
 )
 from usef.data import collate_examples
-from usef.metrics import energy_ratio_db, si_sdr
 from usef.models import build_model
 from usef.train import losses, state
 from usef.train.calibrate import calibrate_output_gain
 from usef.train.config import apply_overrides, load_config, resolve_config
 from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
+from usef.train.dev import evaluate_dev
+from usef.train.runtime import (
+    Dist,
+    autocast_context,
+    check_embeddings,
+    forward_batch,
+    setup_distributed,
+    to_device,
+    unwrap,
+)
 from usef.train.schedule import WarmupDecay, steps_within_budget
 
 logger = logging.getLogger(__name__)
@@ -55,94 +64,6 @@ __all__ = ["TrainResult", "apply_overrides", "evaluate_dev", "load_config", "pre
            "train", "write_dev_set"]
 
 # --------------------------------------------------------------------------- helpers
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def _setup_distributed(device: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-    owns = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        owns = True
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    return Dist(rank, world, local_rank, dev, owns)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _forward(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """The model on a batch: on the reference, or on the pre-computed ``embedding`` for models
-    that take no reference (d-vector twins)."""
-    if _unwrap(model).needs_reference:
-        return model(batch["mixture"], batch["reference"], batch.get("reference_lengths"))
-    if "embedding" not in batch:
-        raise ValueError(f"model {_unwrap(model).name!r} is conditioned on a pre-computed speaker vector: "
-                         "set data.dvectors to a d-vector table (tools/make_dvectors.py)")
-    return model(batch["mixture"], embedding=batch["embedding"])
-
-
-def _check_embeddings(model: torch.nn.Module, train_set: Any) -> None:
-    table = getattr(train_set, "dvectors", None)
-    net = _unwrap(model)
-    if net.needs_reference:
-        return
-    if table is None:
-        raise ValueError(f"model {net.name!r} is conditioned on a pre-computed speaker vector: set data.dvectors "
-                         "to a d-vector table of the training speech (tools/make_dvectors.py)")
-    if table.embedding_dim != net.embedding_dim:
-        raise ValueError(f"data.dvectors holds {table.embedding_dim}-d vectors but model {net.name!r} takes "
-                         f"embedding_dim={net.embedding_dim}; set model.args.embedding_dim")
-
-
-def _autocast(cfg: dict[str, Any], device: torch.device):
-    t = cfg["train"]
-    if device.type == "cuda" and t["bf16"] and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and t["bf16_cpu"]:
-        if not cpu_has_native_bf16():
-            # without AVX512-BF16/AMX bf16 is emulated: measured several times slower than fp32
-            # on an AVX2-only AMD EPYC, so the setting would only cost time
-            logger.warning("train.bf16_cpu is set but this CPU has no native bf16 (%s): training in fp32",
-                           torch.backends.cpu.get_cpu_capability())
-            return contextlib.nullcontext()
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _optimizer(model: torch.nn.Module, t: dict[str, Any]) -> torch.optim.Optimizer:
@@ -161,9 +82,9 @@ def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list
     state = load_file(str(weights), device="cpu")
     if not strict and (Path(directory) / CONFIG_NAME).is_file():  # e.g. a 16 kHz model from an 8 kHz one: its low bins start from the 8 kHz weights
         args = read_config(directory)["args"]
-        widened = _unwrap(model).widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
+        widened = unwrap(model).widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
         if widened:
-            logger.info("widened %s from %s Hz to %s Hz bins", widened, args["sample_rate"], _unwrap(model).sample_rate)
+            logger.info("widened %s from %s Hz to %s Hz bins", widened, args["sample_rate"], unwrap(model).sample_rate)
     return load_state(model, state, source=str(weights), strict=strict)
 
 
@@ -179,61 +100,6 @@ class TrainResult:
     exp_dir: Path
 
 
-# --------------------------------------------------------------------------- dev
-@torch.no_grad()
-def evaluate_dev(model: torch.nn.Module, batches: Sequence[dict[str, Any]], device: torch.device,
-                 autocast: Any, info: Dist) -> dict[str, Any]:
-    """SI-SDR(i) of every dev item; this rank runs batches ``rank::world`` and results are
-    gathered. Returns means (nan when an estimate is not finite), failure rate (SI-SDRi < 0 or
-    not finite) and confusion rate (closer to the interferer than to the target, when the dev
-    set has interferers), over the items whose target speaks; with target-absent items
-    (``target_present`` 0) also the median output-to-mixture energy of those (``absent_energy_db``)."""
-    net = _unwrap(model)
-    was_training = net.training
-    net.eval()
-    rows = []
-    for index in range(info.rank, len(batches), info.world):
-        batch = _to_device(batches[index], device)
-        with autocast:
-            estimate = _forward(net, batch)
-        estimate = estimate.float().cpu().numpy()
-        lengths = batch.get("lengths")
-        present = batch.get("target_present")
-        for b in range(estimate.shape[0]):
-            n = int(lengths[b]) if lengths is not None else estimate.shape[1]
-            if not np.isfinite(estimate[b, :n]).all():  # a diverged model: report it, do not crash
-                rows.append([float("nan")] * 3 + [float(present is None or bool(present[b]))])
-                continue
-            if present is not None and not bool(present[b]):
-                ratio = energy_ratio_db(estimate[b, :n], batch["mixture"][b, :n].cpu().numpy())
-                rows.append([float("nan"), ratio, float("nan"), 0.0])
-                continue
-            target = batch["target"][b, :n].cpu().numpy()
-            out = si_sdr(estimate[b, :n], target)
-            row = [out, out - si_sdr(batch["mixture"][b, :n].cpu().numpy(), target), float("nan")]
-            if "interferer" in batch:
-                row[2] = float(si_sdr(estimate[b, :n], batch["interferer"][b, :n].cpu().numpy()) > out)
-            rows.append(row + [1.0])
-    if info.world > 1:
-        gathered: list[Any] = [None] * info.world
-        dist.all_gather_object(gathered, rows)
-        rows = [r for part in gathered for r in part]
-    net.train(was_training)
-    everything = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
-    arr, absent = everything[everything[:, 3] == 1.0], everything[everything[:, 3] == 0.0]
-    confused = arr[:, 2][np.isfinite(arr[:, 2])]
-    metrics = {
-        "si_sdr": float(arr[:, 0].mean()) if len(arr) else float("nan"),
-        "si_sdr_imp": float(arr[:, 1].mean()) if len(arr) else float("nan"),
-        "failure_rate": float((~(arr[:, 1] >= 0)).mean()) if len(arr) else float("nan"),
-        "confusion_rate": float(confused.mean()) if len(confused) else None,
-        "n": len(arr),
-    }
-    if len(absent):  # target-absent items: output energy relative to the mixture, in dB
-        metrics.update(absent_energy_db=float(np.median(absent[:, 1])), n_absent=len(absent))
-    return metrics
-
-
 # --------------------------------------------------------------------------- training
 def train(config: dict[str, Any], exp_dir: os.PathLike, resume: bool = False,
           callback: Callback | None = None) -> TrainResult:
@@ -247,7 +113,7 @@ def train(config: dict[str, Any], exp_dir: os.PathLike, resume: bool = False,
     """
     cfg = resolve_config(config)
     t = cfg["train"]
-    info = _setup_distributed(str(t["device"]))
+    info = setup_distributed(str(t["device"]))
     try:
         with state.rng_scope(int(t["seed"])):
             if info.device.type == "cpu":
@@ -319,12 +185,12 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
                         f"; skipped {skipped}" if skipped else "")
 
     data = build_data(cfg, model.sample_rate, info.rank, exp_dir)
-    _check_embeddings(model, data.train)
+    check_embeddings(model, data.train)
     if t["calibrate_output_gain"] and step == 0:
         size = int(t["batch_size"])
-        probe = [_to_device(collate_examples([data.train[i] for i in range(k * size, (k + 1) * size)]), info.device)
+        probe = [to_device(collate_examples([data.train[i] for i in range(k * size, (k + 1) * size)]), info.device)
                  for k in range(4)]
-        calibrate_output_gain(model, probe, _forward)  # before the DDP wrap, which broadcasts rank 0's weights
+        calibrate_output_gain(model, probe, forward_batch)  # before the DDP wrap, which broadcasts rank 0's weights
     ddp = info.world > 1
     if ddp:
         model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
@@ -337,13 +203,14 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     loader = DataLoader(data.train, batch_sampler=sampler, num_workers=int(t["num_workers"]),
                         collate_fn=collate_examples, generator=loader_rng,
                         pin_memory=info.device.type == "cuda", persistent_workers=False)
-    autocast = _autocast(cfg, info.device)
+    autocast = autocast_context(cfg, info.device)
     params = [p for p in model.parameters() if p.requires_grad]
     if rng_to_restore is not None:
         state.restore_rng_state(rng_to_restore)  # last thing before the loop: nothing may draw after
 
     max_steps, max_minutes = int(t["max_steps"]), t["max_minutes"]
     fit_budget, first_step = bool(t["fit_schedule_to_minutes"]), step
+    warned_warmup = False
     started = _clock()
     run_log = state.RunLog(exp_dir)
     window = {"time": 0.0, "steps": 0, "loss": torch.zeros((), device=info.device), "norm": 0.0}
@@ -357,11 +224,11 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
         lr = scheduler.current_lr()
         optimizer.zero_grad(set_to_none=True)
         for micro in range(accum):
-            batch = _to_device(next(batches), info.device)
+            batch = to_device(next(batches), info.device)
             sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    estimate = _forward(model, batch)
+                    estimate = forward_batch(model, batch)
                 loss = losses.tse_loss(estimate.float(), batch, t["loss"], float(t["absent_floor_db"]))
                 (loss / accum).backward()
             window["loss"] += loss.detach() / accum
@@ -385,6 +252,12 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             if int(planned.item()) != max_steps:
                 max_steps = int(planned.item())
                 scheduler.set_max_steps(max_steps)
+                if max_steps <= scheduler.warmup_steps and not warned_warmup:
+                    # shortening the warm-up now would jump the rate; say so instead
+                    logger.warning("train.max_minutes fits only %d steps at this pace, within the %d warm-up "
+                                   "steps: the run ends still warming up, the rate never decays; lower "
+                                   "train.warmup_steps or raise train.max_minutes", max_steps, scheduler.warmup_steps)
+                    warned_warmup = True
 
         stop = False
         if max_minutes is not None:
@@ -422,7 +295,7 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     if step != last_saved:
         best = _save(exp_dir, step, model, optimizer, scheduler, None, best, t, info, emit)
     emit({"event": "end", "step": step, "stopped": stopped, "best": best})
-    return TrainResult(step=step, stopped=stopped, best=best, model=_unwrap(model), exp_dir=exp_dir)
+    return TrainResult(step=step, stopped=stopped, best=best, model=unwrap(model), exp_dir=exp_dir)
 
 
 def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -434,7 +307,7 @@ def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
         rngs = [None] * info.world
         dist.all_gather_object(rngs, rng)
     if info.main:
-        net = _unwrap(model)
+        net = unwrap(model)
         train_state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "rng": rngs, "world_size": info.world,
                        "data": {"micro_batches": step * int(t["grad_accum"]), "batch_size": int(t["batch_size"])}}
