@@ -382,3 +382,21 @@ def test_overrides_and_config_errors():
     assert resolve_config({**base, "init_from": "x"})["init_from"] == {"path": "x", "strict": True}
     with pytest.raises(ValueError, match="override"):
         apply_overrides({}, ["novalue"])
+
+
+def test_a_band_ensemble_trains_its_wide_member_and_writes_its_dev_set(pack, tmp_path, one_thread):
+    # the 16 kHz default's recipe (egs/speakers/conf/cpu_usef_conformer_16k_ensemble.yaml) in small:
+    # the trainer and its data tools must know the ensemble's rate (its wide member's)
+    tiny = {"encoder_channels": 4, "attention_heads": 2, "attention_qk_channels": 2, "separator_args":
+            {"dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "kernel_size": 3, "dropout": 0.0}}
+    config = _config(pack, max_steps=2)
+    config["model"] = {"name": "band_ensemble", "args": {
+        "wide": {"model": "usef_conformer", "args": {"sample_rate": 8000, "n_fft": 64, "hop_length": 32, **tiny}},
+        "narrow": {"model": "usef_conformer", "args": {"sample_rate": 4000, "n_fft": 32, "hop_length": 16, **tiny}},
+        "narrow_weight": 0.5, "freeze_narrow": True}}
+    assert trainer_module.write_dev_set(config, tmp_path / "dev").is_file()
+    assert trainer_module.prepare_data(config, tmp_path / "prep")["missing_files"] == 0
+    result = train(config, tmp_path / "exp")
+    assert result.step == 2 and not any(p.requires_grad for p in result.model.narrow.parameters())
+    loaded = load_pretrained(tmp_path / "exp" / "checkpoints" / "step_2")
+    assert loaded.sample_rate == 8000 and loaded.config["freeze_narrow"] is True

@@ -141,6 +141,17 @@ def _build_band_ensemble(preset: str | None, wide: Any = None, narrow: Any = Non
     return BandEnsemble(members["wide"], members["narrow"], **options)
 
 
+def model_sample_rate(name: str, **overrides: Any) -> int:
+    """The sample rate of the model ``build_model(name, **overrides)`` would build, without building it
+    (a band ensemble runs at its wide member's rate)."""
+    if name == BandEnsemble.name:
+        wide = overrides.get("wide")
+        if not isinstance(wide, dict) or "model" not in wide:
+            raise ValueError(f"{BandEnsemble.name}: wide must be a mapping {{model: NAME, args: {{...}}}}, got {wide!r}")
+        return model_sample_rate(wide["model"], **wide.get("args", {}))
+    return int(model_arguments(name, **overrides)["sample_rate"])
+
+
 def build_model(name: str, preset: str | None = None, **overrides: Any) -> TargetSpeakerExtractor:
     """Build the registered model ``name`` (its documented default when called with no overrides).
 
@@ -169,4 +180,5 @@ __all__ = [
     "build_model",
     "list_models",
     "model_arguments",
+    "model_sample_rate",
 ]

@@ -32,7 +32,7 @@ from usef.data import (
     write_eval_set,
 )
 from usef.embeddings.dvector import DVectorTable
-from usef.models import model_arguments
+from usef.models import model_sample_rate
 from usef.train.config import resolve_config
 from usef.train.state import write_text_atomic
 
@@ -250,10 +250,10 @@ def prepare_data(config: dict[str, Any], exp_dir: os.PathLike) -> dict[str, Any]
     listed audio file exists, writes the dev enrollment list (LibriMix) and
     ``EXP/data_summary.json``; returns the summary (``missing_files`` > 0 means broken data)."""
     cfg = resolve_config(config)
-    args = model_arguments(cfg["model"]["name"], **cfg["model"]["args"])
+    sample_rate = model_sample_rate(cfg["model"]["name"], **cfg["model"]["args"])
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    summary = describe_data(build_data(cfg, int(args["sample_rate"]), 0, exp_dir))
+    summary = describe_data(build_data(cfg, sample_rate, 0, exp_dir))
     write_text_atomic(exp_dir / "data_summary.json", json.dumps(summary, indent=1))
     return summary
 
@@ -263,11 +263,11 @@ def write_dev_set(config: dict[str, Any], out_dir: os.PathLike) -> Path:
     an ``eval.csv`` for ``usef eval --list``; returns the CSV path. With another ``dev.seed``
     this gives a held-out evaluation set disjoint in mixtures from the model-selection set."""
     cfg = resolve_config(config)
-    args = model_arguments(cfg["model"]["name"], **cfg["model"]["args"])
+    sample_rate = model_sample_rate(cfg["model"]["name"], **cfg["model"]["args"])
     out = Path(out_dir)
-    data = build_data(cfg, int(args["sample_rate"]), 0, out)
+    data = build_data(cfg, sample_rate, 0, out)
     if data.dev is None:
         raise ValueError("the config has no dev set: set dev.n_items > 0 and held-out speakers "
                          "(data.dev_speakers or data.dev_speaker_list)")
     examples = [data.dev.dataset[i] for i in data.dev.indices]
-    return write_eval_set(examples, out, int(args["sample_rate"]))
+    return write_eval_set(examples, out, sample_rate)
