@@ -152,3 +152,25 @@ def test_freeze_narrow_trains_the_wide_member_only():
     assert all(torch.equal(v, narrow_before[k]) for k, v in model.narrow.state_dict().items())
     assert any(not torch.equal(v, wide_before[k]) for k, v in model.wide.state_dict().items())
     assert model.config["freeze_narrow"] is True
+
+
+def test_calibrated_members_are_averaged_as_they_come():
+    # members trained to output the target's level (and silence for an absent talker) must not
+    # be re-fitted to the mixture: weight 0 then gives the wide member's raw output, gain and all
+    mixture, reference = _signal(1.0)[None], _signal(0.7, 5)[None]
+    with torch.inference_mode():
+        raw = _ensemble(narrow_weight=0.0, fit_levels=False)
+        torch.testing.assert_close(raw(mixture, reference), raw.wide(mixture, reference), atol=1e-5, rtol=1e-4)
+
+
+def test_make_band_ensemble_keeps_a_calibrated_level_only_when_both_members_have_one(tmp_path):
+    from conftest import load_tool
+
+    tool = load_tool("make_band_ensemble")
+    wide = save_pretrained(_tiny(0, **WIDE), tmp_path / "wide", {"output_level": "calibrated"})
+    narrow = save_pretrained(_tiny(1), tmp_path / "narrow", {"output_level": "calibrated"})
+    plain = save_pretrained(_tiny(2), tmp_path / "plain")
+    both = tool.main(["--wide", str(wide), "--narrow", str(narrow), "--out", str(tmp_path / "both")])
+    mixed = tool.main(["--wide", str(wide), "--narrow", str(plain), "--out", str(tmp_path / "mixed")])
+    assert load_pretrained(both).fit_levels is False and load_pretrained(both).output_level == "calibrated"
+    assert load_pretrained(mixed).fit_levels is True and load_pretrained(mixed).output_level is None

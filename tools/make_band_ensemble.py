@@ -4,6 +4,11 @@
         --narrow pretrained/usef-conformer-8k --narrow-weight 0.6 --narrow-shifts 3 --shifts 2 \
         --out pretrained/usef-conformer-16k-ensemble
 
+Members whose checkpoints both say ``output_level: calibrated`` (trained to output the target's
+level, e.g. with target-absent mixtures) are averaged as they come and the ensemble keeps that
+level rule; otherwise each member's output is first fitted to its mixture (``fit_levels``). A
+confidence map is not carried over: fit the ensemble's own (``tools/fit_confidence.py``).
+
 The folder holds both members' weights (one ``model.safetensors``, keys ``wide.*`` and
 ``narrow.*``) and a ``config.yaml`` that rebuilds them (:class:`usef.models.BandEnsemble`), so it
 loads and travels like any other checkpoint. Measure it before bundling (``usef eval`` +
@@ -15,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usef.checkpoint import load_pretrained, save_pretrained
+from usef.checkpoint import load_pretrained, read_config, save_pretrained
 from usef.models import BandEnsemble
 
 
@@ -30,9 +35,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     wide, narrow = load_pretrained(args.wide), load_pretrained(args.narrow)
-    ensemble = BandEnsemble(wide, narrow, narrow_weight=args.narrow_weight, narrow_shifts=args.narrow_shifts)
+    calibrated = all(read_config(folder).get("output_level") == "calibrated" for folder in (args.wide, args.narrow))
+    ensemble = BandEnsemble(wide, narrow, narrow_weight=args.narrow_weight, narrow_shifts=args.narrow_shifts,
+                            fit_levels=not calibrated)
     shifts = args.shifts if args.shifts is not None else getattr(wide, "inference_shifts", None)
     extra = {"members": {"wide": Path(args.wide).name, "narrow": Path(args.narrow).name}}
+    if calibrated:
+        extra["output_level"] = "calibrated"
     if shifts:
         extra["shifts"] = int(shifts)
     return save_pretrained(ensemble, args.out, extra)

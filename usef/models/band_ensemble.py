@@ -53,6 +53,10 @@ class BandEnsemble(nn.Module):
         narrow_shifts: frame-grid passes of the narrow model (its own test-time average).
         taper_bins: the narrow weight falls linearly to zero over the top ``taper_bins`` shared
             bins, so the hand-over at the narrow model's Nyquist frequency has no edge.
+        fit_levels: fit each member's output to its mixture by one gain before averaging, for
+            members whose output level is arbitrary (trained with a scale-invariant loss); False
+            averages the raw outputs, for members trained to output the target's level (a
+            calibrated level, and silence for an absent talker, which a fit would undo).
         freeze_narrow: train only the wide member (the narrow one keeps its weights and stays in
             eval mode), so that the wide model learns to complement a fixed narrow one.
 
@@ -64,7 +68,8 @@ class BandEnsemble(nn.Module):
     name = "band_ensemble"
 
     def __init__(self, wide: TargetSpeakerExtractor, narrow: TargetSpeakerExtractor, narrow_weight: float = 0.5,
-                 narrow_shifts: int = 1, taper_bins: int = 4, freeze_narrow: bool = False) -> None:
+                 narrow_shifts: int = 1, taper_bins: int = 4, fit_levels: bool = True,
+                 freeze_narrow: bool = False) -> None:
         super().__init__()
         ratio, remainder = divmod(int(wide.sample_rate), int(narrow.sample_rate))
         if remainder or ratio < 2:
@@ -87,6 +92,7 @@ class BandEnsemble(nn.Module):
         self.narrow_weight = float(narrow_weight)
         self.narrow_shifts = int(narrow_shifts)
         self.taper_bins = int(taper_bins)
+        self.fit_levels = bool(fit_levels)
         self.freeze_narrow = bool(freeze_narrow)
         if self.freeze_narrow:
             narrow.requires_grad_(False)
@@ -105,7 +111,7 @@ class BandEnsemble(nn.Module):
             "wide": {"model": self.wide.name, "args": self.wide.config},
             "narrow": {"model": self.narrow.name, "args": self.narrow.config},
             "narrow_weight": self.narrow_weight, "narrow_shifts": self.narrow_shifts, "taper_bins": self.taper_bins,
-            "freeze_narrow": self.freeze_narrow,
+            "fit_levels": self.fit_levels, "freeze_narrow": self.freeze_narrow,
         }
 
     def train(self, mode: bool = True) -> BandEnsemble:
@@ -195,8 +201,9 @@ class BandEnsemble(nn.Module):
         narrow_mixture = self._to_narrow(padded)
         wide_out = self.wide.extract(padded, _split(condition, "wide"), shifts=shifts)
         narrow_out = self.narrow.extract(narrow_mixture, _split(condition, "narrow"), shifts=self.narrow_shifts)
-        wide_out = _fit_to(wide_out.float(), padded)
-        narrow_out = _fit_to(narrow_out.float(), narrow_mixture)
+        wide_out, narrow_out = wide_out.float(), narrow_out.float()
+        if self.fit_levels:
+            wide_out, narrow_out = _fit_to(wide_out, padded), _fit_to(narrow_out, narrow_mixture)
         spec = self._spectrum(wide_out, self.wide.stft)
         # (B, F_w, frames); the narrow spectrum (B, F_n, frames) on the same frames
         narrow_spec = self._spectrum(narrow_out, self.narrow.stft) * self.ratio
