@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--confidence", action="store_true",
                         help="score how sure the model is that each output is the enrolled talker "
                              "(printed, or confidence.csv in list mode); --model default then picks a "
-                             "model with a confidence map (usef-conformer-16k-tp from 16 kHz up)")
+                             "model with a confidence map (usef-conformer-16k-tp-ensemble from 16 kHz up)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch, or onnx: --model is a folder written by `usef export MODEL --onnx DIR`, "
                              "run with onnxruntime on the CPU (pip install 'usef[onnx]'; no enrollments or "
