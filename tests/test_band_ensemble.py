@@ -101,7 +101,7 @@ def test_batch_equals_single_with_padded_references():
 
 def test_checkpoint_round_trip_and_the_api(tmp_path):
     model = _ensemble(narrow_weight=0.6, narrow_shifts=2)
-    directory = save_pretrained(model, tmp_path / "ens", {"shifts": 2})
+    directory = model.save_pretrained(tmp_path / "ens", {"shifts": 2})
     loaded = load_pretrained(directory)
     assert isinstance(loaded, BandEnsemble) and loaded.config == model.config and loaded.inference_shifts == 2
     mixture, reference = _signal(1.2, 0), _signal(0.8, 4)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usef.checkpoint_io import save_pretrained as _save_pretrained
 from usef.models.base import Condition, TargetSpeakerExtractor
 
 MEMBERS = ("wide", "narrow")
@@ -113,6 +114,10 @@ class BandEnsemble(nn.Module):
             "narrow_weight": self.narrow_weight, "narrow_shifts": self.narrow_shifts, "taper_bins": self.taper_bins,
             "fit_levels": self.fit_levels, "freeze_narrow": self.freeze_narrow,
         }
+
+    def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
+        """Write ``model.safetensors`` (both members, ``wide.*`` / ``narrow.*``) + ``config.yaml``."""
+        return _save_pretrained(self, directory, extra)
 
     def train(self, mode: bool = True) -> BandEnsemble:
         super().train(mode)
