@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from usef._version import __version__
-from usef.atomic_io import atomic_write
+from usef.atomic_io import atomic_write, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,7 @@ def save_pretrained(model: torch.nn.Module, directory: PathLike, extra: dict[str
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     config = checkpoint_config(model, extra)
     atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-
-    def write_config(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(config, handle, sort_keys=False)
-
-    atomic_write(directory / CONFIG_NAME, write_config)
+    write_text_atomic(directory / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
     return directory
 
 

@@ -127,28 +127,29 @@ def model_arguments(name: str, preset: str | None = None, **overrides: Any) -> d
     return args
 
 
+def _member(role: str, spec: Any) -> dict[str, Any]:
+    # a band ensemble's member as its checkpoint stores it: {model: NAME, args: {...}}
+    if not isinstance(spec, dict) or set(spec) != {"model", "args"} or not isinstance(spec["args"], dict):
+        raise ValueError(f"{BandEnsemble.name}: {role} must be a mapping {{model: NAME, args: {{...}}}} "
+                         f"(a member's checkpoint config), got {spec!r}")
+    if spec["model"] == BandEnsemble.name:
+        raise ValueError(f"{BandEnsemble.name}: a member cannot itself be an ensemble")
+    return spec
+
+
 def _build_band_ensemble(preset: str | None, wide: Any = None, narrow: Any = None, **options: Any) -> BandEnsemble:
     if preset is not None:
         raise ValueError(f"model {BandEnsemble.name!r} has no presets; its members are given as wide= and narrow=")
-    members = {}
-    for role, spec in (("wide", wide), ("narrow", narrow)):
-        if not isinstance(spec, dict) or set(spec) != {"model", "args"} or not isinstance(spec["args"], dict):
-            raise ValueError(f"{BandEnsemble.name}: {role} must be a mapping {{model: NAME, args: {{...}}}} "
-                             f"(a member's checkpoint config), got {spec!r}")
-        if spec["model"] == BandEnsemble.name:
-            raise ValueError(f"{BandEnsemble.name}: a member cannot itself be an ensemble")
-        members[role] = build_model(spec["model"], **spec["args"])
-    return BandEnsemble(members["wide"], members["narrow"], **options)
+    members = {role: _member(role, spec) for role, spec in (("wide", wide), ("narrow", narrow))}
+    return BandEnsemble(*(build_model(m["model"], **m["args"]) for m in members.values()), **options)
 
 
 def model_sample_rate(name: str, **overrides: Any) -> int:
     """The sample rate of the model ``build_model(name, **overrides)`` would build, without building it
     (a band ensemble runs at its wide member's rate)."""
     if name == BandEnsemble.name:
-        wide = overrides.get("wide")
-        if not isinstance(wide, dict) or "model" not in wide:
-            raise ValueError(f"{BandEnsemble.name}: wide must be a mapping {{model: NAME, args: {{...}}}}, got {wide!r}")
-        return model_sample_rate(wide["model"], **wide.get("args", {}))
+        wide = _member("wide", overrides.get("wide"))
+        return model_sample_rate(wide["model"], **wide["args"])
     return int(model_arguments(name, **overrides)["sample_rate"])
 
 

@@ -139,17 +139,11 @@ class BandEnsemble(nn.Module):
         return round(self.min_reference_seconds * self.sample_rate)
 
     # -- between the two rates, in the shared STFT domain ---------------------------------
-    def _spectrum(self, wave: torch.Tensor, codec) -> torch.Tensor:
-        return torch.stft(wave.float(), codec.n_fft, codec.hop_length, codec.win_length, codec.window,
-                          center=True, return_complex=True)
-
     def _to_narrow(self, wave: torch.Tensor) -> torch.Tensor:
         # (B, T) at the wide rate, T a multiple of ratio -> (B, T / ratio): keep the shared bins.
         # A Hann window sampled ratio times denser sums ratio times more samples, hence / ratio.
-        spec = self._spectrum(wave, self.wide.stft)[:, : self.narrow.stft.num_bins] / self.ratio
-        n = self.narrow.stft
-        return torch.istft(spec, n.n_fft, n.hop_length, n.win_length, n.window, center=True,
-                           length=wave.shape[-1] // self.ratio)
+        spec = self.wide.stft.spectrum(wave)[:, : self.narrow.stft.num_bins] / self.ratio
+        return self.narrow.stft.inverse(spec, wave.shape[-1] // self.ratio)
 
     def _narrow_reference(self, reference: torch.Tensor, lengths: torch.Tensor | None):
         # (B, T_ref) -> (B, ceil(T_ref / ratio)) and valid lengths (B,)
@@ -209,12 +203,10 @@ class BandEnsemble(nn.Module):
         wide_out, narrow_out = wide_out.float(), narrow_out.float()
         if self.fit_levels:
             wide_out, narrow_out = _fit_to(wide_out, padded), _fit_to(narrow_out, narrow_mixture)
-        spec = self._spectrum(wide_out, self.wide.stft)
+        spec = self.wide.stft.spectrum(wide_out)
         # (B, F_w, frames); the narrow spectrum (B, F_n, frames) on the same frames
-        narrow_spec = self._spectrum(narrow_out, self.narrow.stft) * self.ratio
+        narrow_spec = self.narrow.stft.spectrum(narrow_out) * self.ratio
         shared = self.narrow.stft.num_bins
         low = spec[:, :shared] + self.band_weights[:, None] * (narrow_spec - spec[:, :shared])
         spec = torch.cat((low, spec[:, shared:]), dim=1)
-        w = self.wide.stft
-        out = torch.istft(spec, w.n_fft, w.hop_length, w.win_length, w.window, center=True, length=padded.shape[-1])
-        return out[:, :length]
+        return self.wide.stft.inverse(spec, padded.shape[-1])[:, :length]

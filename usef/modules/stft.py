@@ -45,9 +45,9 @@ class STFTCodec(nn.Module):
         """Frames produced for ``num_samples`` samples (``center=True``)."""
         return num_samples // self.hop_length + 1
 
-    def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        # (B, T)
-        spec = torch.stft(
+    def spectrum(self, wave: torch.Tensor) -> torch.Tensor:
+        """Complex STFT ``(B, T)`` -> ``(B, F, T_frames)`` (what :meth:`encode` stacks)."""
+        return torch.stft(
             wave.float(),
             n_fft=self.n_fft,
             hop_length=self.hop_length,
@@ -56,15 +56,11 @@ class STFTCodec(nn.Module):
             center=True,
             return_complex=True,
         )
-        # (B, F, T_frames) complex -> (B, 2, T_frames, F) real
-        return torch.stack((spec.real, spec.imag), dim=1).transpose(2, 3).contiguous()
 
-    def decode(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        # (B, 2, T_frames, F)
-        complex_spec = torch.complex(spec[:, 0].float(), spec[:, 1].float()).transpose(1, 2)
-        # (B, F, T_frames)
+    def inverse(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse of :meth:`spectrum`: complex ``(B, F, T_frames)`` -> ``(B, length)``."""
         return torch.istft(
-            complex_spec,
+            spec,
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             win_length=self.win_length,
@@ -72,4 +68,15 @@ class STFTCodec(nn.Module):
             center=True,
             length=length,
         )
+
+    def encode(self, wave: torch.Tensor) -> torch.Tensor:
         # (B, T)
+        spec = self.spectrum(wave)
+        # (B, F, T_frames) complex -> (B, 2, T_frames, F) real
+        return torch.stack((spec.real, spec.imag), dim=1).transpose(2, 3).contiguous()
+
+    def decode(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        # (B, 2, T_frames, F)
+        complex_spec = torch.complex(spec[:, 0].float(), spec[:, 1].float()).transpose(1, 2)
+        # (B, F, T_frames) -> (B, T)
+        return self.inverse(complex_spec, length)
