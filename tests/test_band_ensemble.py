@@ -163,6 +163,42 @@ def test_calibrated_members_are_averaged_as_they_come():
         torch.testing.assert_close(raw(mixture, reference), raw.wide(mixture, reference), atol=1e-5, rtol=1e-4)
 
 
+def _scaled_head(model: torch.nn.Module, mask: float) -> torch.nn.Module:
+    # the mask head outputs exactly mask + 0j: the model returns mask * istft(stft(input))
+    head = model.separator.output
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[: model.separator.num_bins] = mask
+    return model
+
+
+def test_level_from_narrow_takes_the_narrow_members_level_and_keeps_the_shape():
+    mixture, reference = _signal(1.0)[None], _signal(0.7, 5)[None]
+    inner = slice(400, -400)  # away from the STFT's edges
+    with torch.inference_mode():
+        # identity members, the narrow one at half level: the mixture fit undoes that gain, the
+        # narrow member's level brings it back, over the whole band (one gain)
+        quiet = BandEnsemble(_tiny(0, True, **WIDE), _scaled_head(_tiny(1), 0.5), narrow_weight=0.6,
+                             level_from_narrow=True).eval()
+        out = quiet(mixture, reference)[0]
+        torch.testing.assert_close(out[inner], 0.5 * mixture[0, inner], atol=2e-3, rtol=0)
+        # a narrow member that answers "not here" with silence silences the ensemble; fitted to
+        # the mixture alone, the wide member's output would come back at the mixture's level
+        silent = BandEnsemble(_tiny(0, True, **WIDE), _scaled_head(_tiny(1), 0.0), narrow_weight=0.6,
+                              level_from_narrow=True).eval()
+        fitted = BandEnsemble(silent.wide, silent.narrow, narrow_weight=0.6).eval()
+        assert silent(mixture, reference).abs().max() < 1e-6
+        assert fitted(mixture, reference).pow(2).sum() > 0.1 * mixture.pow(2).sum()
+        # with a narrow member that speaks, the output is the fitted ensemble times one gain
+        anchored = BandEnsemble(_tiny(0, **WIDE), _tiny(1), narrow_weight=0.6, level_from_narrow=True).eval()
+        free = BandEnsemble(anchored.wide, anchored.narrow, narrow_weight=0.6).eval()
+        a, b = anchored(mixture, reference)[0], free(mixture, reference)[0]
+        gain = (a @ b) / (b @ b)
+        torch.testing.assert_close(a, gain * b, atol=1e-5, rtol=0)
+    assert anchored.config["level_from_narrow"] is True
+
+
 def test_make_band_ensemble_keeps_a_calibrated_level_only_when_both_members_have_one(tmp_path):
     from conftest import load_tool
 
@@ -174,3 +210,8 @@ def test_make_band_ensemble_keeps_a_calibrated_level_only_when_both_members_have
     mixed = tool.main(["--wide", str(wide), "--narrow", str(plain), "--out", str(tmp_path / "mixed")])
     assert load_pretrained(both).fit_levels is False and load_pretrained(both).output_level == "calibrated"
     assert load_pretrained(mixed).fit_levels is True and load_pretrained(mixed).output_level is None
+    assert load_pretrained(mixed).level_from_narrow is False
+    # only the narrow member calibrated: it lends the ensemble its level
+    plain_wide = save_pretrained(_tiny(3, **WIDE), tmp_path / "plain_wide")
+    lent = load_pretrained(tool.main(["--wide", str(plain_wide), "--narrow", str(narrow), "--out", str(tmp_path / "lent")]))
+    assert lent.fit_levels is True and lent.level_from_narrow is True and lent.output_level == "calibrated"

@@ -86,3 +86,23 @@ def test_ensemble_cli_refuses_models_without_the_anchor_or_unknown_keys(tool, tm
         tool.main(["ensemble", "--list", str(tmp_path / "eval.csv"), "--model", *models,
                    "--out", str(tmp_path / "out.json")])
     assert stop.value.code == 2
+
+
+def test_residual_mode_scores_the_output_the_swap_and_an_oracle(tool):
+    model = build_tiny(seed=2).eval()
+    target = speechlike(1.5, SR, seed=1, f0=120.0)
+    interferer = 0.7 * speechlike(1.5, SR, seed=2, f0=210.0)
+    reference = speechlike(1.0, SR, seed=3, f0=120.0)
+    mixture = target + interferer
+    with torch.inference_mode():
+        scores = tool.residual_scores(model, mixture, reference, target, interferer)
+        condition = model.prepare_condition(torch.from_numpy(reference)[None], torch.tensor([len(reference)]))
+        x = torch.from_numpy(mixture)[None]
+        output = model.extract(x, condition, shifts=3)[:, : x.shape[1]]
+        leak = model.extract(x - output, condition, shifts=3)[0].numpy()
+    assert scores["base"] == pytest.approx(si_sdr_imp(output[0].numpy(), target, mixture), abs=1e-4)
+    assert scores["leak"] == pytest.approx(si_sdr_imp(leak, target, mixture), abs=1e-4)
+    assert scores["oracle"] >= scores["base"] and scores["confused"] in (0.0, 1.0)
+    swaps = [v for k, v in scores.items() if k.startswith("swap_")]
+    assert len(swaps) == len(tool.SWAP_MARGINS_DB)
+    assert all(v in (scores["base"], scores["leak"]) for v in swaps)

@@ -430,8 +430,11 @@ def test_bundled_default_scores_16k_input():
     outs = usef.extract([talker + other, talker + other], talker[: rate], sample_rate=rate, device="cpu",
                         return_confidence=True)
     assert [o[1] for o in outs] == pytest.approx([score, score], abs=1e-5)
-    # the 16 kHz default itself still has no map, and says so
+    # a model without a map says so and names those with one
     with pytest.raises(ValueError, match="no fitted confidence map.*with one: .*usef-conformer-16k-tp"):
-        usef.load_model(hub.DEFAULT_16K, device="cpu").confidence_map()
-    assert {hub.DEFAULT_8K, hub.DEFAULT_16K_CONFIDENCE} <= set(hub.models_with_confidence())
-    assert hub.DEFAULT_16K not in hub.models_with_confidence()
+        usef.load_model("usef-conformer-16k", device="cpu").confidence_map()
+    # the plain 16 kHz default has a map of its own (a weaker one), but asking for a confidence
+    # picks the target-absent ensemble
+    assert {hub.DEFAULT_8K, hub.DEFAULT_16K, hub.DEFAULT_16K_CONFIDENCE} <= set(hub.models_with_confidence())
+    assert hub.default_model_name(rate, need_confidence=True) == hub.DEFAULT_16K_CONFIDENCE
+    assert hub.default_model_name(rate) == hub.DEFAULT_16K

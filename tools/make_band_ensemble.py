@@ -6,7 +6,9 @@
 
 Members whose checkpoints both say ``output_level: calibrated`` (trained to output the target's
 level, e.g. with target-absent mixtures) are averaged as they come and the ensemble keeps that
-level rule; otherwise each member's output is first fitted to its mixture (``fit_levels``). A
+level rule; otherwise each member's output is first fitted to its mixture (``fit_levels``). If
+only the narrow member is calibrated, the average then takes its level (``level_from_narrow``) and
+the ensemble is calibrated too: silent where the narrow member says the talker is absent. A
 confidence map is not carried over: fit the ensemble's own (``tools/fit_confidence.py``).
 
 The folder holds both members' weights (one ``model.safetensors``, keys ``wide.*`` and
@@ -35,9 +37,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
     wide, narrow = load_pretrained(args.wide), load_pretrained(args.narrow)
-    calibrated = all(read_config(folder).get("output_level") == "calibrated" for folder in (args.wide, args.narrow))
+    wide_calibrated, narrow_calibrated = (read_config(folder).get("output_level") == "calibrated"
+                                          for folder in (args.wide, args.narrow))
+    calibrated = narrow_calibrated  # both, or the narrow one lends the ensemble its level
     ensemble = BandEnsemble(wide, narrow, narrow_weight=args.narrow_weight, narrow_shifts=args.narrow_shifts,
-                            fit_levels=not calibrated)
+                            fit_levels=not (wide_calibrated and narrow_calibrated),
+                            level_from_narrow=narrow_calibrated and not wide_calibrated)
     shifts = args.shifts if args.shifts is not None else getattr(wide, "inference_shifts", None)
     extra = {"members": {"wide": Path(args.wide).name, "narrow": Path(args.narrow).name}}
     if calibrated:

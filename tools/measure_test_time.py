@@ -10,6 +10,11 @@ Two families, each scored per item as SI-SDRi against the target, paired with a 
 * ``ensemble``: the outputs of several weight sets, each run at the three frame-grid offsets of
   ``shifts=3``, level-matched to the first model's first pass (least-squares gain) and averaged
   in fixed combinations. Baseline: the first model's three passes (what ``shifts: 3`` ships).
+* ``residual``: when the model took the wrong talker, the residual (mixture - output) holds the
+  target; re-extract from it. Scored: the output (``base``, three passes), the residual's
+  re-extraction (``leak``, three passes), the swap where the confidence cues say so
+  (``leak_db - keep_db > θ``, :mod:`usef.confidence`) and an oracle that swaps only the confused
+  items where the swap helps. Needs the list's ``interferer`` column.
 
 Example:
     python tools/measure_test_time.py self-enroll --list work_data/dev8k/eval.csv --limit 50 \\
@@ -17,6 +22,8 @@ Example:
     python tools/measure_test_time.py ensemble --list work_data/dev8k/eval.csv \\
         --model d=pretrained/usef-conformer-8k s4=pretrained/usef-conformer-8k-stage4 \\
         s7=exp/usef8k_stage7/best eq=pretrained/usef-conformer-8k-equal --out docs/results/ensembles_dev8k.json
+    python tools/measure_test_time.py residual --list work_data/dev8k/eval.csv \
+        --model pretrained/usef-conformer-8k --out docs/results/residual_swap_dev8k.json
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from usef import confidence
 from usef.audio_chunks import grid_offsets
 from usef.checkpoint import load_pretrained
-from usef.metrics import si_sdr_imp
+from usef.metrics import si_sdr, si_sdr_imp
 
 # member passes (model key, grid offset index of shifts=3) averaged by each ensemble combination;
 # every member is level-matched to ANCHOR's first pass, whose three passes are the baseline
@@ -54,13 +62,13 @@ ENSEMBLES = {
 }
 
 
-def _items(eval_list: Path, limit: int):
-    # (mixture, reference, target) as float arrays, in list order
+def _items(eval_list: Path, limit: int, keys=("mixture", "reference", "target")):
+    # the named columns as float arrays, in list order
     with open(eval_list, newline="") as handle:
         for i, row in enumerate(csv.DictReader(handle)):
             if i >= limit:
                 return
-            yield tuple(sf.read(eval_list.parent / row[key])[0] for key in ("mixture", "reference", "target"))
+            yield tuple(sf.read(eval_list.parent / row[key])[0] for key in keys)
 
 
 def _batch(wave: np.ndarray) -> torch.Tensor:
@@ -106,6 +114,26 @@ def ensemble_scores(models: dict, mixture: np.ndarray, reference: np.ndarray, ta
             for name, keys in ENSEMBLES.items() if all(k in passes for k in keys)}
 
 
+SWAP_MARGINS_DB = (5.0, 10.0, 20.0)
+
+
+def residual_scores(model, mixture: np.ndarray, reference: np.ndarray, target: np.ndarray,
+                    interferer: np.ndarray) -> dict[str, float]:
+    x = _batch(mixture)
+    condition = _condition(model, reference)
+    output = model.extract(x, condition, shifts=3)[:, : x.shape[1]]
+    keep_db, leak_db = confidence.features(confidence.energies(model, x, condition, output))[0, 1:]
+    leak = model.extract(x - output, condition, shifts=3)[0, : x.shape[1]].numpy()
+    output = output[0].numpy()
+    base, swapped = si_sdr_imp(output, target, mixture), si_sdr_imp(leak, target, mixture)
+    confused = si_sdr(output, interferer) > si_sdr(output, target)
+    scores = {"base": base, "leak": swapped, "oracle": max(base, swapped) if confused else base,
+              "confused": float(confused)}
+    for margin in SWAP_MARGINS_DB:
+        scores[f"swap_{margin:g}dB"] = swapped if leak_db - keep_db > margin else base
+    return scores
+
+
 def summarise(scores: dict[str, list[float]], baseline: str) -> list[str]:
     base = np.array(scores[baseline])
     lines = []
@@ -120,7 +148,7 @@ def summarise(scores: dict[str, list[float]], baseline: str) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["self-enroll", "ensemble"])
+    parser.add_argument("mode", choices=["self-enroll", "ensemble", "residual"])
     parser.add_argument("--list", type=Path, required=True, help="eval.csv of tools/make_dev_set.py")
     parser.add_argument("--model", nargs="+", required=True,
                         help="a model folder (self-enroll) or KEY=FOLDER pairs, keys d s4 s7 eq (ensemble)")
@@ -129,9 +157,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="per-item scores (JSON)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.mode == "self-enroll":
+    keys = ("mixture", "reference", "target")
+    if args.mode in ("self-enroll", "residual"):
         model = load_pretrained(args.model[0]).eval()
-        score, baseline = (lambda m, r, t: self_enroll_scores(model, m, r, t)), "base"
+        score, baseline = (lambda *item: self_enroll_scores(model, *item)), "base"
+        if args.mode == "residual":
+            keys += ("interferer",)
+            score = lambda *item: residual_scores(model, *item)
     else:
         pairs = dict(p.split("=", 1) for p in args.model if "=" in p)
         known = {key for keys in ENSEMBLES.values() for key, _ in keys}
@@ -139,11 +171,11 @@ def main(argv=None) -> int:
             parser.error(f"ensemble: --model takes KEY=FOLDER pairs with KEY in {sorted(known)}, "
                          f"{ANCHOR!r} included, got {args.model}")
         models = {key: load_pretrained(folder).eval() for key, folder in pairs.items()}
-        score, baseline = (lambda m, r, t: ensemble_scores(models, m, r, t)), f"{ANCHOR}3"
+        score, baseline = (lambda *item: ensemble_scores(models, *item)), f"{ANCHOR}3"
     scores: dict[str, list[float]] = {}
     with torch.inference_mode():
-        for mixture, reference, target in _items(args.list, args.limit):
-            for name, value in score(mixture, reference, target).items():
+        for item in _items(args.list, args.limit, keys):
+            for name, value in score(*item).items():
                 scores.setdefault(name, []).append(value)
     lines = summarise(scores, baseline)
     print("\n".join(lines))

@@ -35,11 +35,17 @@ def _join(**conditions: Condition) -> Condition:
     return {f"{member}.{key}": value for member, condition in conditions.items() for key, value in condition.items()}
 
 
-def _fit_to(estimate: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    # per-item least-squares gain onto the mixture: members trained with different level rules
-    # (scale-invariant loss vs a calibrated output) are brought to one level before averaging
-    gain = (estimate * mixture).sum(-1, keepdim=True) / (estimate.pow(2).sum(-1, keepdim=True) + 1e-8)
-    return estimate * gain
+def _fit_gain(estimate: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    # (B, T) twice -> (B, 1): per-item least-squares gain onto the mixture; members trained with
+    # different level rules (scale-invariant loss vs a calibrated output) are brought to one
+    # level before averaging
+    return (estimate * mixture).sum(-1, keepdim=True) / (estimate.pow(2).sum(-1, keepdim=True) + 1e-8)
+
+
+def _gain_onto(spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # (B, F, frames) twice -> (B,): the real least-squares gain taking spec onto target
+    num = (spec.conj() * target).real.sum(dim=(1, 2))
+    return num / (spec.abs().pow(2).sum(dim=(1, 2)) + 1e-8)
 
 
 class BandEnsemble(nn.Module):
@@ -60,6 +66,13 @@ class BandEnsemble(nn.Module):
             calibrated level, and silence for an absent talker, which a fit would undo).
         freeze_narrow: train only the wide member (the narrow one keeps its weights and stays in
             eval mode), so that the wide model learns to complement a fixed narrow one.
+        level_from_narrow: after the average, one gain per item (least squares on the shared
+            band) brings the result onto the narrow member's raw output, so the ensemble takes
+            the narrow member's level. For a narrow member trained to a calibrated level beside a
+            wide one whose level is arbitrary: with ``fit_levels`` alone the result is fitted to
+            the mixture, which turns the narrow member's silence for an absent talker into the
+            other talkers at nearly the mixture's level. The shape of the output is unchanged
+            (one gain), so scale-invariant scores are too.
 
     Shape:
         mixture ``(B, T_mix)`` at ``sample_rate`` -> estimate ``(B, T_mix)``; the condition holds
@@ -70,7 +83,7 @@ class BandEnsemble(nn.Module):
 
     def __init__(self, wide: TargetSpeakerExtractor, narrow: TargetSpeakerExtractor, narrow_weight: float = 0.5,
                  narrow_shifts: int = 1, taper_bins: int = 4, fit_levels: bool = True,
-                 freeze_narrow: bool = False) -> None:
+                 freeze_narrow: bool = False, level_from_narrow: bool = False) -> None:
         super().__init__()
         ratio, remainder = divmod(int(wide.sample_rate), int(narrow.sample_rate))
         if remainder or ratio < 2:
@@ -95,6 +108,7 @@ class BandEnsemble(nn.Module):
         self.taper_bins = int(taper_bins)
         self.fit_levels = bool(fit_levels)
         self.freeze_narrow = bool(freeze_narrow)
+        self.level_from_narrow = bool(level_from_narrow)
         if self.freeze_narrow:
             narrow.requires_grad_(False)
         weights = torch.full((n.num_bins,), self.narrow_weight)
@@ -113,6 +127,7 @@ class BandEnsemble(nn.Module):
             "narrow": {"model": self.narrow.name, "args": self.narrow.config},
             "narrow_weight": self.narrow_weight, "narrow_shifts": self.narrow_shifts, "taper_bins": self.taper_bins,
             "fit_levels": self.fit_levels, "freeze_narrow": self.freeze_narrow,
+            "level_from_narrow": self.level_from_narrow,
         }
 
     def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
@@ -201,12 +216,16 @@ class BandEnsemble(nn.Module):
         wide_out = self.wide.extract(padded, _split(condition, "wide"), shifts=shifts)
         narrow_out = self.narrow.extract(narrow_mixture, _split(condition, "narrow"), shifts=self.narrow_shifts)
         wide_out, narrow_out = wide_out.float(), narrow_out.float()
+        # (B, F_n, frames): the narrow member's own output on the wide member's frames
+        narrow_raw = self.narrow.stft.spectrum(narrow_out) * self.ratio
+        narrow_spec = narrow_raw
         if self.fit_levels:
-            wide_out, narrow_out = _fit_to(wide_out, padded), _fit_to(narrow_out, narrow_mixture)
-        spec = self.wide.stft.spectrum(wide_out)
-        # (B, F_w, frames); the narrow spectrum (B, F_n, frames) on the same frames
-        narrow_spec = self.narrow.stft.spectrum(narrow_out) * self.ratio
+            wide_out = wide_out * _fit_gain(wide_out, padded)
+            narrow_spec = narrow_raw * _fit_gain(narrow_out, narrow_mixture)[:, :, None]
+        spec = self.wide.stft.spectrum(wide_out)  # (B, F_w, frames)
         shared = self.narrow.stft.num_bins
         low = spec[:, :shared] + self.band_weights[:, None] * (narrow_spec - spec[:, :shared])
         spec = torch.cat((low, spec[:, shared:]), dim=1)
+        if self.level_from_narrow:
+            spec = spec * _gain_onto(spec[:, :shared], narrow_raw)[:, None, None]
         return self.wide.stft.inverse(spec, padded.shape[-1])[:, :length]
