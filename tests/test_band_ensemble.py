@@ -8,7 +8,13 @@ import torch
 from conftest import speechlike
 
 import usef
-from usef.checkpoint import CheckpointError, load_pretrained, save_pretrained
+from usef.checkpoint import (
+    CheckpointError,
+    linked_folders,
+    load_pretrained,
+    read_weights,
+    save_pretrained,
+)
 from usef.models import BandEnsemble, build_model
 
 WIDE = {"sample_rate": 16000, "n_fft": 128, "hop_length": 64}  # 125 Hz per bin, as the tiny 8 kHz preset
@@ -116,6 +122,39 @@ def test_checkpoint_round_trip_and_the_api(tmp_path):
     # an enrollment holds both members' reference states
     enrollment = extractor.enroll([reference.numpy(), _signal(0.7, 6).numpy()], sample_rate=16000)
     assert extractor.extract(mixture.numpy(), enrollment, sample_rate=16000).shape == mixture.shape
+
+
+def test_linked_members_load_like_copied_ones_and_refuse_a_changed_member(tmp_path):
+    from conftest import load_tool
+
+    wide = save_pretrained(_tiny(0, **WIDE), tmp_path / "wide")
+    narrow = save_pretrained(_tiny(1), tmp_path / "narrow", {"output_level": "calibrated"})
+    tool = load_tool("make_band_ensemble")
+    common = ["--wide", str(wide), "--narrow", str(narrow), "--narrow-weight", "0.6"]
+    copied = tool.main([*common, "--out", str(tmp_path / "copied")])
+    linked = tool.main([*common, "--link-members", "--out", str(tmp_path / "linked")])
+    assert (linked / "model.safetensors").stat().st_size < 1000  # no tensor of its own
+    assert read_weights(linked).keys() == read_weights(copied).keys()
+    assert linked_folders(linked) == {"wide": wide.resolve(), "narrow": narrow.resolve()}
+    mixture, reference = _signal(1.0).numpy(), _signal(0.7, 5).numpy()
+    outs = [usef.load_model(d, device="cpu").extract(mixture, reference, sample_rate=16000) for d in (copied, linked)]
+    np.testing.assert_array_equal(outs[0], outs[1])
+    # the trainer's init_from reads linked tensors too
+    from usef.train.trainer import _load_weights
+
+    assert _load_weights(_ensemble(), linked, strict=True) == []
+    # a member whose weights changed, or that is gone, is an error, never a silent swap
+    save_pretrained(_tiny(7, **WIDE), tmp_path / "wide")
+    with pytest.raises(CheckpointError, match="SHA-256 differs"):
+        load_pretrained(linked)
+    save_pretrained(_tiny(0, **WIDE), tmp_path / "wide")  # the same bytes again
+    assert linked_folders(linked)
+    (narrow / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        linked_folders(linked)
+    # a link must name a folder that holds exactly that member
+    with pytest.raises(ValueError, match="does not hold"):
+        _ensemble().save_pretrained(tmp_path / "bad", link={"wide": copied})
 
 
 def test_config_and_weights_must_agree(tmp_path):

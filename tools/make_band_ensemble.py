@@ -13,7 +13,10 @@ confidence map is not carried over: fit the ensemble's own (``tools/fit_confiden
 
 The folder holds both members' weights (one ``model.safetensors``, keys ``wide.*`` and
 ``narrow.*``) and a ``config.yaml`` that rebuilds them (:class:`usef.models.BandEnsemble`), so it
-loads and travels like any other checkpoint. Measure it before bundling (``usef eval`` +
+loads and travels like any other checkpoint. With ``--link-members`` it holds no copy: its
+``config.yaml`` links the member folders (relative paths and the SHA-256 of their weights), so it
+loads only beside them, and refuses to if a member's weights change; the bundled ensembles are
+written so (no second copy of their members in the package). Measure it before bundling (``usef eval`` +
 ``usef compare`` against the wide model alone).
 """
 
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--shifts", type=int, default=None,
                         help="the wide model's passes written as the ensemble's default (default: the wide card's)")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--link-members", action="store_true",
+                        help="link the member folders instead of copying their weights (see above)")
     args = parser.parse_args(argv)
     wide, narrow = load_pretrained(args.wide), load_pretrained(args.narrow)
     wide_calibrated, narrow_calibrated = (read_config(folder).get("output_level") == "calibrated"
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> Path:
         extra["output_level"] = "calibrated"
     if shifts:
         extra["shifts"] = int(shifts)
-    return save_pretrained(ensemble, args.out, extra)
+    link = {"wide": args.wide, "narrow": args.narrow} if args.link_members else None
+    return save_pretrained(ensemble, args.out, extra, link=link)
 
 
 if __name__ == "__main__":

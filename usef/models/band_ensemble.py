@@ -130,9 +130,11 @@ class BandEnsemble(nn.Module):
             "level_from_narrow": self.level_from_narrow,
         }
 
-    def save_pretrained(self, directory, extra: dict[str, Any] | None = None):
-        """Write ``model.safetensors`` (both members, ``wide.*`` / ``narrow.*``) + ``config.yaml``."""
-        return _save_pretrained(self, directory, extra)
+    def save_pretrained(self, directory, extra: dict[str, Any] | None = None, link: dict[str, Any] | None = None):
+        """Write ``model.safetensors`` (both members, ``wide.*`` / ``narrow.*``) + ``config.yaml``;
+        ``link`` (member -> its own checkpoint folder) links a member's weights instead of
+        copying them (:func:`usef.checkpoint_io.save_pretrained`)."""
+        return _save_pretrained(self, directory, extra, link)
 
     def train(self, mode: bool = True) -> BandEnsemble:
         super().train(mode)

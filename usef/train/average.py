@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-from safetensors.torch import load_file
 
 from usef.checkpoint import (
-    WEIGHTS_NAME,
     load_pretrained,
     load_state,
     read_config,
+    read_weights,
     save_pretrained,
 )
 from usef.train import state
@@ -67,10 +66,10 @@ def average_state_dicts(directories: Sequence[PathLike]) -> dict[str, torch.Tens
     """
     if not directories:
         raise ValueError("directories must name at least one checkpoint")
-    first = load_file(str(Path(directories[0]) / WEIGHTS_NAME))
+    first = read_weights(directories[0])
     sums = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
     for directory in directories[1:]:
-        other = load_file(str(Path(directory) / WEIGHTS_NAME))
+        other = read_weights(directory)
         if set(other) != set(first) or any(other[k].shape != first[k].shape for k in first):
             raise ValueError(f"checkpoint {directory} does not match {directories[0]} (names or shapes differ)")
         for key, value in other.items():

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
-from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -36,6 +35,7 @@ from usef.checkpoint import (
     WEIGHTS_NAME,
     load_state,
     read_config,
+    read_weights,
     save_pretrained,
 )
 from usef.data import collate_examples
@@ -79,7 +79,7 @@ def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"init_from/resume: no {WEIGHTS_NAME} in {directory}")
-    state = load_file(str(weights), device="cpu")
+    state = read_weights(directory)  # with the tensors of linked members (usef.checkpoint_io)
     if not strict and (Path(directory) / CONFIG_NAME).is_file():  # e.g. a 16 kHz model from an 8 kHz one: its low bins start from the 8 kHz weights
         args = read_config(directory)["args"]
         widened = unwrap(model).widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
