@@ -89,3 +89,14 @@ def signals() -> dict:
     other = speechlike(2.0, SR, seed=2, f0=210.0)
     reference = speechlike(1.0, SR, seed=3, f0=125.0)
     return {"mixture": target + other, "target": target, "reference": reference, "sample_rate": SR}
+
+
+def extract_command(model_dir: Path, signals: dict, directory: Path) -> list[str]:
+    """``usef extract`` arguments for the fixture's mixture and reference, written as WAVs into
+    ``directory`` (add ``-o OUT`` and the options under test)."""
+    import soundfile as sf
+
+    sf.write(directory / "mix.wav", signals["mixture"], SR)
+    sf.write(directory / "ref.wav", signals["reference"], SR)
+    return ["extract", str(directory / "mix.wav"), str(directory / "ref.wav"), "--model", str(model_dir),
+            "--float", "--device", "cpu"]

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import usef
-from tests.conftest import SR, build_tiny, speechlike
+from tests.conftest import SR, build_tiny, extract_command, speechlike
 from usef import api
 from usef.checkpoint import CheckpointError, load_pretrained, save_pretrained
 
@@ -114,10 +114,7 @@ def test_cli_shifts(tiny_model_dir, signals, tmp_path):
 
     from usef.bin.main import main
 
-    sf.write(tmp_path / "mix.wav", signals["mixture"], SR)
-    sf.write(tmp_path / "ref.wav", signals["reference"], SR)
-    args = ["extract", str(tmp_path / "mix.wav"), str(tmp_path / "ref.wav"), "--model", str(tiny_model_dir),
-            "--float", "--device", "cpu"]
+    args = extract_command(tiny_model_dir, signals, tmp_path)
     assert main([*args, "-o", str(tmp_path / "s3.wav"), "--shifts", "3"]) == 0
     got, _ = sf.read(tmp_path / "s3.wav", dtype="float32")
     shifted = usef.load_model(tiny_model_dir, device="cpu", shifts=3)

@@ -150,14 +150,14 @@ def compare_reference(name: str, device: str, threads: int, repeats: int,
             "max_abs_diff_shipped_fp32": float((outputs["shipped_fp32"] - plain).abs().max())}
 
 
-def measure_long(model: str, hours: float, threads: int) -> dict:
+def measure_long(model: str, hours: float, threads: int, precision: str = "fp32") -> dict:
     import numpy as np
     import torch
 
     import usef
 
     torch.set_num_threads(threads)
-    extractor = usef.load_model(model, sample_rate=8000 if model == "default" else None)
+    extractor = usef.load_model(model, sample_rate=8000 if model == "default" else None, precision=precision)
     sr = extractor.sample_rate  # the model's own rate: no resampling in the measurement
     rng = np.random.default_rng(0)
     mixture = (0.1 * rng.standard_normal(int(hours * 3600 * sr))).astype(np.float32)
@@ -166,7 +166,8 @@ def measure_long(model: str, hours: float, threads: int) -> dict:
     estimate = extractor.extract(mixture, reference, sample_rate=sr)
     seconds = time.perf_counter() - start
     assert estimate.shape == mixture.shape
-    return {"model": extractor.name, "shifts": extractor.shifts, "audio_hours": hours, "threads": threads,
+    return {"model": extractor.name, "shifts": extractor.shifts, "precision": precision, "audio_hours": hours,
+            "threads": threads,
             "seconds": seconds,
             "rtf": seconds / (hours * 3600), "peak_rss_mb": _peak_rss_mb()}
 
@@ -215,6 +216,9 @@ def main() -> int:
     parser.add_argument("--reference-seconds", type=float, default=4.0)
     parser.add_argument("--shifts", nargs="*", type=int, default=[1],
                         help="frame-grid offsets averaged per forward (TargetSpeakerExtractor.extract); one row each")
+    parser.add_argument("--cpu-dtypes", nargs="*", choices=("fp32", "bf16"), default=["fp32"],
+                        help="CPU rows in these precisions (bf16: bfloat16 autocast, as Extractor(precision='bf16'));"
+                             " also applies to --long")
     parser.add_argument("--long", action="store_true", help="also the 1-hour chunked extraction")
     parser.add_argument("--long-model", default="default")
     parser.add_argument("--long-hours", type=float, default=1.0)
@@ -234,8 +238,8 @@ def main() -> int:
             name, device, threads, repeats, mix_s, ref_s = rest
             result = compare_reference(name, device, int(threads), int(repeats), float(mix_s), float(ref_s))
         else:
-            model, hours, threads = rest
-            result = measure_long(model, float(hours), int(threads))
+            model, hours, threads, precision = rest
+            result = measure_long(model, float(hours), int(threads), precision)
         print(json.dumps(result))
         return 0
 
@@ -253,7 +257,7 @@ def main() -> int:
             ours = sum(p.numel() for p in build_model(name).parameters())
             print(f"{name}: {ours / 1e6:.2f} M parameters; released model: {RELEASED[name]}")
     results = []
-    configs = [("cpu", t, "fp32", s) for t in args.threads for s in args.shifts]
+    configs = [("cpu", t, d, s) for t in args.threads for d in args.cpu_dtypes for s in args.shifts]
     if torch.cuda.is_available():
         configs += [("cuda", 0, dtype, s) for dtype in ("fp32", "bf16") for s in args.shifts]
     print(f"{'model':22s} {'device':6s} {'thr':>3s} {'dtype':5s} {'shift':>5s} {'params':>8s} {'time s':>8s} "
@@ -272,9 +276,10 @@ def main() -> int:
                   f"{result['seconds']:8.3f} {result['rtf']:7.4f} {peak:8.0f}")
     if args.long:
         for threads in args.threads:
-            result = _run_child(["long", args.long_model, str(args.long_hours), str(threads)])
-            results.append({"long": True, **result})
-            print(f"1-hour extraction ({args.long_model}, {threads} thr): {result}")
+            for precision in args.cpu_dtypes:
+                result = _run_child(["long", args.long_model, str(args.long_hours), str(threads), precision])
+                results.append({"long": True, **result})
+                print(f"long extraction ({args.long_model}, {threads} thr, {precision}): {result}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"torch": torch.__version__, "cpu_count": os.cpu_count(), "results": results}, handle, indent=1)

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shifts", type=int, default=None,
         help="average this many passes on STFT frame grids offset by a fraction of the hop (default: the "
              "model card's choice, else 1)")
+    add("--precision", choices=("fp32", "bf16"), default="fp32",
+        help="bf16: the model passes under bfloat16 autocast (usef.Extractor's precision)")
     add_threads_option(parser)
     add = parser.add_argument_group("Libri2Mix options").add_argument
     add("--subset", default="test", help="test | dev | train-100 | train-360")
@@ -260,7 +262,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         items = items[: args.limit]
     apply_threads(args.threads)
     models = ModelsByRate(args.model, args.device, need_confidence=args.confidence, level=args.level,
-                          shifts=args.shifts)
+                          shifts=args.shifts, precision=args.precision)
     # every model the run needs is loaded now: a bad name or folder is a usage error (exit 2)
     # before any item runs, not a failure of every item
     for rate in sorted({sample_rate or rate_of(item["mixture"]) for item in items} - {None}) or [None]:
@@ -278,6 +280,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if len(rates) == 1:
             metadata["model"]["sample_rate"] = int(model.sample_rate)
         metadata["model"].setdefault("shifts", {})[model.name] = getattr(model, "shifts", 1)
+        metadata["model"]["precision"] = args.precision
         if not args.confidence:
             return model.extract(mixture, reference, sample_rate=rate), {"model": model.name}
         estimate, score = model.extract(mixture, reference, sample_rate=rate, return_confidence=True)

@@ -171,7 +171,7 @@ def _extract(args: argparse.Namespace) -> int:
         models = OnnxModels(spec, args.threads, args.shifts)
     else:
         models = ModelsByRate(spec, _device(args.device, rank, world), need_confidence=args.confidence,
-                              shifts=args.shifts)
+                              shifts=args.shifts, precision=args.precision)
     if spec != "default":
         models(None)  # a bad name or folder is a usage error before any item runs
     if args.list_file:
