@@ -157,6 +157,19 @@ def test_linked_members_load_like_copied_ones_and_refuse_a_changed_member(tmp_pa
         _ensemble().save_pretrained(tmp_path / "bad", link={"wide": copied})
 
 
+def test_a_tensor_both_held_and_linked_is_an_error(tmp_path):
+    from safetensors.torch import save_file
+
+    wide = save_pretrained(_tiny(0, **WIDE), tmp_path / "wide")
+    narrow = save_pretrained(_tiny(1), tmp_path / "narrow")
+    model = BandEnsemble(load_pretrained(wide), load_pretrained(narrow)).eval()
+    linked = model.save_pretrained(tmp_path / "linked", link={"wide": wide, "narrow": narrow})
+    first = next(iter(read_weights(wide)))
+    save_file({f"wide.{first}": read_weights(wide)[first]}, str(linked / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="also held"):
+        read_weights(linked)
+
+
 def test_config_and_weights_must_agree(tmp_path):
     directory = save_pretrained(_ensemble(), tmp_path / "ens")
     text = (directory / "config.yaml").read_text()

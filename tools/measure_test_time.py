@@ -22,7 +22,7 @@ Example:
     python tools/measure_test_time.py ensemble --list work_data/dev8k/eval.csv \\
         --model d=pretrained/usef-conformer-8k s4=pretrained/usef-conformer-8k-stage4 \\
         s7=exp/usef8k_stage7/best eq=pretrained/usef-conformer-8k-equal --out docs/results/ensembles_dev8k.json
-    python tools/measure_test_time.py residual --list work_data/dev8k/eval.csv \
+    python tools/measure_test_time.py residual --list work_data/dev8k/eval.csv \\
         --model pretrained/usef-conformer-8k --out docs/results/residual_swap_dev8k.json
 """
 

@@ -142,9 +142,10 @@ def weight_shapes(directory: PathLike) -> dict[str, tuple[int, ...]]:
     for prefix, weights in _weight_files(directory):
         try:
             with safe_open(str(weights), framework="pt", device="cpu") as handle:
-                shapes.update({prefix + name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()})  # noqa: SIM118
+                found = {prefix + name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
         except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(f"{weights}: corrupt or not a safetensors file ({error})") from error
+        _add_once(shapes, found, weights)
     return shapes
 
 
@@ -158,10 +159,19 @@ def read_weights(directory: PathLike) -> dict[str, torch.Tensor]:
     state = {}
     for prefix, weights in _weight_files(directory):
         try:
-            state.update({prefix + name: tensor for name, tensor in load_file(str(weights), device="cpu").items()})
+            found = {prefix + name: tensor for name, tensor in load_file(str(weights), device="cpu").items()}
         except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(f"{weights}: corrupt or not a safetensors file ({error})") from error
+        _add_once(state, found, weights)
     return state
+
+
+def _add_once(into: dict, found: Mapping, source: Path) -> None:
+    # a folder's own tensor and a linked member's of the same name: which one is meant is unknowable
+    twice = sorted(set(into) & set(found))
+    if twice:
+        raise CheckpointError(f"{source}: tensors also held by the linking folder: {twice[:3]}")
+    into.update(found)
 
 
 def _sha256(path: Path) -> str:
