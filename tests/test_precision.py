@@ -59,4 +59,12 @@ def test_cli_precision(tiny_model_dir, signals, tmp_path):
         str(tmp_path / "mix.wav"), str(tmp_path / "ref.wav"))
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert main([*args, "-o", str(tmp_path / "x.wav"), "--precision", "fp16"]) == 2
+    # usef stream takes it too: the same as a stream of a bf16 extractor
+    assert main(["stream", "-i", str(tmp_path / "mix.wav"), "--reference", str(tmp_path / "ref.wav"), "-o",
+                 str(tmp_path / "streamed.wav"), "--model", str(tiny_model_dir), "--device", "cpu", "--latency",
+                 "0.5", "--float", "--precision", "bf16"]) == 0
+    streamed, _ = sf.read(tmp_path / "streamed.wav", dtype="float32")
+    half = usef.load_model(tiny_model_dir, device="cpu", precision="bf16")
+    mixture, reference = (sf.read(tmp_path / name, dtype="float32")[0] for name in ("mix.wav", "ref.wav"))
+    np.testing.assert_allclose(streamed, stream_offline(half, mixture, reference, latency=0.5), atol=1e-6)
     assert main([*args, "-o", str(tmp_path / "y.wav"), "--precision", "bf16", "--backend", "onnx"]) == 2
