@@ -20,16 +20,22 @@ from usef.models import BandEnsemble, build_model
 WIDE = {"sample_rate": 16000, "n_fft": 128, "hop_length": 64}  # 125 Hz per bin, as the tiny 8 kHz preset
 
 
+def _scaled_head(model: torch.nn.Module, mask: float) -> torch.nn.Module:
+    # the mask head outputs exactly mask + 0j: the model returns mask * istft(stft(input))
+    head = model.separator.output
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[: model.separator.num_bins] = mask
+    return model
+
+
 def _tiny(seed: int, identity: bool = False, **args) -> torch.nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_model("usef_conformer", preset="tiny", **args)
-    if identity:  # the mask head outputs exactly 1 + 0j: the model returns istft(stft(input))
-        head = model.separator.output
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.zero_()
-            head.bias[: model.separator.num_bins] = 1.0
+    if identity:  # the model returns istft(stft(input))
+        _scaled_head(model, 1.0)
     return model.eval()
 
 
@@ -213,16 +219,6 @@ def test_calibrated_members_are_averaged_as_they_come():
     with torch.inference_mode():
         raw = _ensemble(narrow_weight=0.0, fit_levels=False)
         torch.testing.assert_close(raw(mixture, reference), raw.wide(mixture, reference), atol=1e-5, rtol=1e-4)
-
-
-def _scaled_head(model: torch.nn.Module, mask: float) -> torch.nn.Module:
-    # the mask head outputs exactly mask + 0j: the model returns mask * istft(stft(input))
-    head = model.separator.output
-    with torch.no_grad():
-        head.weight.zero_()
-        head.bias.zero_()
-        head.bias[: model.separator.num_bins] = mask
-    return model
 
 
 def test_level_from_narrow_takes_the_narrow_members_level_and_keeps_the_shape():

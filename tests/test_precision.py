@@ -49,6 +49,13 @@ def test_unknown_precision_raises(tiny_model_dir):
         usef.load_model(tiny_model_dir, device="cpu", precision="fp16")
 
 
+def test_the_command_lines_offer_the_apis_precisions():
+    from usef.api import PRECISIONS
+    from usef.bin import PRECISION_CHOICES
+
+    assert PRECISION_CHOICES == PRECISIONS
+
+
 def test_cli_precision(tiny_model_dir, signals, tmp_path):
     from usef.bin.main import main
 

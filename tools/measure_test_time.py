@@ -160,10 +160,10 @@ def main(argv=None) -> int:
     keys = ("mixture", "reference", "target")
     if args.mode in ("self-enroll", "residual"):
         model = load_pretrained(args.model[0]).eval()
-        score, baseline = (lambda *item: self_enroll_scores(model, *item)), "base"
+        scorer = self_enroll_scores if args.mode == "self-enroll" else residual_scores
+        score, baseline = (lambda *item: scorer(model, *item)), "base"
         if args.mode == "residual":
             keys += ("interferer",)
-            score = lambda *item: residual_scores(model, *item)
     else:
         pairs = dict(p.split("=", 1) for p in args.model if "=" in p)
         known = {key for keys in ENSEMBLES.values() for key, _ in keys}

@@ -197,7 +197,7 @@ class Extractor(SpeakerInputs):
             raw = raw.float()
             if energy_sink is not None:
                 energy_sink.append(confidence_module.energies(self.model, x, condition, raw))
-        out = raw[:, :length].float().cpu().numpy()
+        out = raw[:, :length].cpu().numpy()
         return audio.apply_level(out, mixtures[:, :length], self.level, self.sample_rate, _FULL_SCALE)
 
     def _chunked(self, wave: np.ndarray, condition: Any, chunk: int,

@@ -22,6 +22,7 @@ from usef.bin import (
     ItemProgress,
     ModelsByRate,
     UsageError,
+    add_precision_option,
     add_threads_option,
     apply_threads,
     rate_of,
@@ -92,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shifts", type=int, default=None,
         help="average this many passes on STFT frame grids offset by a fraction of the hop (default: the "
              "model card's choice, else 1)")
-    add("--precision", choices=("fp32", "bf16"), default="fp32",
-        help="bf16: the model passes under bfloat16 autocast (usef.Extractor's precision)")
+    add_precision_option(parser)
     add_threads_option(parser)
     add = parser.add_argument_group("Libri2Mix options").add_argument
     add("--subset", default="test", help="test | dev | train-100 | train-360")

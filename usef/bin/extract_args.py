@@ -11,7 +11,13 @@ import argparse
 import math
 import os
 
-from usef.bin import HelpFormatter, UsageError, add_threads_option, check_output_file
+from usef.bin import (
+    HelpFormatter,
+    UsageError,
+    add_precision_option,
+    add_threads_option,
+    check_output_file,
+)
 
 EPILOG = """\
 examples:
@@ -81,9 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shifts", type=int, default=None,
                         help="average this many passes on STFT frame grids offset by a fraction of the hop "
                              "(costs that many times the compute; default: the model card's choice)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: the model passes under bfloat16 autocast, faster on CPUs with AVX-512 BF16 "
-                             "or AMX and on recent GPUs, for long files (default fp32; usef.Extractor)")
+    add_precision_option(parser)
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     parser.add_argument("--float", dest="float_wav", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")

@@ -24,6 +24,7 @@ from usef.bin import (
     HelpFormatter,
     ModelsByRate,
     UsageError,
+    add_precision_option,
     add_threads_option,
     apply_threads,
     check_output_file,
@@ -71,9 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", type=float, default=2.0, help="seconds of past input each block sees")
     parser.add_argument("--shifts", type=int, default=1,
                         help="frame-grid offsets averaged per block (each costs one more model pass per block)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: the model passes under bfloat16 autocast (usef.Extractor's precision; faster "
-                             "once the first block ran, on CPUs with AVX-512 BF16 or AMX)")
     parser.add_argument("--raw-rate", type=int, default=None, help="sample rate of raw PCM on stdin (-i -)")
     parser.add_argument("--raw-format", choices=sorted(RAW_FORMATS), default="s16le",
                         help="raw PCM sample format, of stdin and of stdout")
@@ -85,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--float", dest="float_wav", action="store_true",
                         help="write 32-bit float WAV instead of 16-bit PCM")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_precision_option(parser)
     add_threads_option(parser)
     return parser
 
