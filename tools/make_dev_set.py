@@ -25,6 +25,16 @@ interferer, the reference's talker does not speak; ``eval.csv`` leaves their ``t
 the other items are the same as without the option):
 
     python tools/make_dev_set.py --target-absent 0.5 --n 200 --seed 20261203 --out work_data/dev8k_absent
+
+Noise and rooms (the default set is clean and anechoic): ``--noise MANIFEST`` adds a noise clip to
+every mixture at an SNR drawn from ``--snr`` (speech = target + interferer against noise);
+``--p-reverb`` makes that share of mixtures reverberant (synthetic RIR, RT60 from ``--rt60``; the
+reference's room is drawn apart) and ``target`` is then the direct path plus the first 50 ms. The
+project's noise recordings are all in the training pack (their first 20 s), so a noisy set measures
+lower SNRs than training used, not unheard kinds of noise:
+
+    python tools/make_dev_set.py --noise ../shared/data/noise/manifest.csv --snr 0 10 --n 300 --seed 20261209 --out work_data/dev8k_noisy
+    python tools/make_dev_set.py --p-reverb 1 --n 200 --seed 20261210 --out work_data/dev8k_reverb
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from usef.data.dynamic_mix import (
     make_fixed_examples,
     write_eval_set,
 )
+from usef.data.pack import NoiseCorpus
 from usef.data.splits import read_speaker_list
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,15 +86,24 @@ def main(argv=None) -> int:
     parser.add_argument("--reference-seconds", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN", "MAX"),
                         help="reference length range; a speaker whose audio cannot hold such a reference beside a "
                         "disjoint target gets a shorter one")
+    parser.add_argument("--noise", type=Path, default=None,
+                        help="noise manifest (e.g. ../shared/data/noise/manifest.csv): every mixture gets noise")
+    parser.add_argument("--snr", type=float, nargs=2, default=(0.0, 10.0), metavar=("MIN", "MAX"),
+                        help="speech (target + interferer) against noise, dB, with --noise")
+    parser.add_argument("--p-reverb", type=float, default=0.0,
+                        help="share of mixtures (and, drawn apart, of references) that are reverberant")
+    parser.add_argument("--rt60", type=float, nargs=2, default=(0.2, 0.6), metavar=("MIN", "MAX"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     speakers = read_speaker_list(args.speakers)
     corpus = SpeakerCorpus.merge(*(SpeakerCorpus.from_manifest(p, args.sample_rate) for p in args.speech))
     corpus = corpus.subset(speakers)
-    dataset = DynamicMixDataset(corpus, None, segment_seconds=args.segment_seconds, sir_range=(-5.0, 5.0),
+    noise = NoiseCorpus.from_manifest(args.noise, args.sample_rate) if args.noise else None
+    dataset = DynamicMixDataset(corpus, noise, segment_seconds=args.segment_seconds, sir_range=(-5.0, 5.0),
                                 reference_seconds=tuple(args.reference_seconds), interferer_probs=(1.0,),
                                 p_similar_interferer=1.0 if args.similar_pool else 0.0,
-                                similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent)
+                                similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent,
+                                snr_range=tuple(args.snr), p_reverb=args.p_reverb, rt60_range=tuple(args.rt60))
     examples = make_fixed_examples(dataset, args.n, args.seed)
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
     _write_speakers(args.out / "speakers.csv", examples, corpus)
