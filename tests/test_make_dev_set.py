@@ -61,3 +61,22 @@ def test_clean_by_default_noise_at_the_asked_snr_and_rooms(tool, corpus, tmp_pat
     rooms = _residual_to_speech_db(tool, corpus, tmp_path / "rooms", "--p-reverb", "1")
     # the mixture holds the reverberant talkers, the target only their direct path and early part
     assert all(-30.0 < db < -5.0 for db in rooms)
+
+
+def _column(folder: Path, key: str) -> list[np.ndarray]:
+    with open(folder / "eval.csv", newline="", encoding="utf-8") as handle:
+        return [sf.read(folder / row[key], dtype="float64")[0] for row in csv.DictReader(handle)]
+
+
+def test_without_writes_the_same_items_with_a_part_taken_away(tool, corpus, tmp_path):
+    noise = ["--noise", str(corpus["noise"]), "--snr", "0", "10"]
+    _residual_to_speech_db(tool, corpus, tmp_path / "noisy", *noise)
+    quiet = _residual_to_speech_db(tool, corpus, tmp_path / "quiet", *noise, "--without", "noise")
+    assert max(quiet) < -60.0
+    for noisy_target, quiet_target in zip(_column(tmp_path / "noisy", "target"), _column(tmp_path / "quiet", "target")):
+        assert np.corrcoef(noisy_target, quiet_target)[0, 1] > 0.9999  # the same talker, crop and SIR
+    for a, b in zip(_column(tmp_path / "noisy", "reference"), _column(tmp_path / "quiet", "reference")):
+        np.testing.assert_array_equal(a, b)
+
+    dry = _residual_to_speech_db(tool, corpus, tmp_path / "dry", "--p-reverb", "1", "--without", "mixture-room")
+    assert max(dry) < -60.0

@@ -35,6 +35,12 @@ lower SNRs than training used, not unheard kinds of noise:
 
     python tools/make_dev_set.py --noise ../shared/data/noise/manifest.csv --snr 0 10 --n 300 --seed 20261209 --out work_data/dev8k_noisy
     python tools/make_dev_set.py --p-reverb 1 --n 200 --seed 20261210 --out work_data/dev8k_reverb
+
+``--without`` writes the *same* items with parts taken away, so that ``usef compare`` can pair
+them and say what each part costs (same talkers, crops, SIRs and rooms otherwise):
+
+    python tools/make_dev_set.py --p-reverb 1 --n 200 --seed 20261210 --without mixture-room reference-room --out work_data/dev8k_reverb_dry
+    python tools/make_dev_set.py --p-reverb 1 --n 200 --seed 20261210 --without reference-room --out work_data/dev8k_reverb_mixonly
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from usef.data.pack import NoiseCorpus
 from usef.data.splits import read_speaker_list
 
 ROOT = Path(__file__).resolve().parents[1]
+_WITHOUT = {"noise": "noise", "mixture-room": "rt60", "reference-room": "reference_rt60"}  # -> MixPlan field
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -93,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--p-reverb", type=float, default=0.0,
                         help="share of mixtures (and, drawn apart, of references) that are reverberant")
     parser.add_argument("--rt60", type=float, nargs=2, default=(0.2, 0.6), metavar=("MIN", "MAX"))
+    parser.add_argument("--without", nargs="+", choices=sorted(_WITHOUT), default=[],
+                        help="the same items with these parts taken away (paired diagnostics)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     speakers = read_speaker_list(args.speakers)
@@ -104,7 +113,12 @@ def main(argv=None) -> int:
                                 p_similar_interferer=1.0 if args.similar_pool else 0.0,
                                 similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent,
                                 snr_range=tuple(args.snr), p_reverb=args.p_reverb, rt60_range=tuple(args.rt60))
-    examples = make_fixed_examples(dataset, args.n, args.seed)
+    if args.without:
+        fixed = dataset.with_config(seed=args.seed, rank=0, epoch=0)
+        changes = {_WITHOUT[part]: None for part in args.without}
+        examples = [fixed.example(i, **changes) for i in range(args.n)]
+    else:
+        examples = make_fixed_examples(dataset, args.n, args.seed)
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
     _write_speakers(args.out / "speakers.csv", examples, corpus)
     absent = sum(not ex.get("target_present", 1) for ex in examples)

@@ -234,8 +234,16 @@ class DynamicMixDataset(Dataset):
         return np.random.default_rng([c.seed, c.rank, c.epoch, int(index)])
 
     def __getitem__(self, index: int) -> dict:
+        return self.example(index)
+
+    def example(self, index: int, **plan_changes) -> dict:
+        """``self[index]``, or with fields of its :class:`MixPlan` replaced: the same talkers,
+        crops and levels with one factor taken away (``noise=None``, ``rt60=None`` for a dry
+        mixture, ``reference_rt60=None`` for a dry reference), for paired diagnostics."""
         rng = self._rng(index)
         plan = self._plan(rng, index)
+        if plan_changes:
+            plan = replace(plan, **plan_changes)
         example = self._render(plan, rng)
         if self.dvectors is not None:
             example["embedding"] = self._reference_vector(plan.target, plan.reference)
