@@ -60,8 +60,8 @@ from usef.data.pack import NoiseCorpus
 from usef.data.splits import read_speaker_list
 
 ROOT = Path(__file__).resolve().parents[1]
-_WITHOUT = {"noise": "noise", "mixture-room": "rt60", "reference-room": "reference_rt60"}  # -> MixPlan field
 SHARED = ROOT.parent / "shared" / "data"
+_WITHOUT = {"noise": "noise", "mixture-room": "rt60", "reference-room": "reference_rt60"}  # -> MixPlan field
 
 
 def _write_speakers(path: Path, examples: list, corpus: SpeakerCorpus) -> None:
@@ -113,12 +113,7 @@ def main(argv=None) -> int:
                                 p_similar_interferer=1.0 if args.similar_pool else 0.0,
                                 similar_pool=max(1, args.similar_pool), p_target_absent=args.target_absent,
                                 snr_range=tuple(args.snr), p_reverb=args.p_reverb, rt60_range=tuple(args.rt60))
-    if args.without:
-        fixed = dataset.with_config(seed=args.seed, rank=0, epoch=0)
-        changes = {_WITHOUT[part]: None for part in args.without}
-        examples = [fixed.example(i, **changes) for i in range(args.n)]
-    else:
-        examples = make_fixed_examples(dataset, args.n, args.seed)
+    examples = make_fixed_examples(dataset, args.n, args.seed, **{_WITHOUT[part]: None for part in args.without})
     csv_path = write_eval_set(examples, args.out, args.sample_rate)
     _write_speakers(args.out / "speakers.csv", examples, corpus)
     absent = sum(not ex.get("target_present", 1) for ex in examples)

@@ -126,15 +126,18 @@ class SeededExamples(Protocol):
 
     def with_config(self, **changes: Any) -> SeededExamples: ...
 
+    def example(self, index: int, **plan_changes: Any) -> dict: ...
 
-def make_fixed_examples(dataset: SeededExamples, n: int, seed: int) -> list[dict]:
+
+def make_fixed_examples(dataset: SeededExamples, n: int, seed: int, **plan_changes: Any) -> list[dict]:
     """``n`` examples from ``dataset``'s corpora and recipe under ``seed`` (rank 0, epoch 0):
     a fixed dev set that is the same on every run. ``dataset`` is typically a
-    :class:`~usef.data.dynamic_mix.DynamicMixDataset`."""
+    :class:`~usef.data.dynamic_mix.DynamicMixDataset`; ``plan_changes`` (e.g. ``noise=None``)
+    give the same items with a part taken away (``DynamicMixDataset.example``)."""
     if not 0 < n <= len(dataset):
         raise ValueError(f"n must be in [1, {len(dataset)}], got {n}")
     fixed = dataset.with_config(seed=int(seed), rank=0, epoch=0)
-    return [fixed[i] for i in range(n)]
+    return [fixed.example(i, **plan_changes) for i in range(n)]
 
 
 def write_eval_set(examples: Sequence[dict], out_dir: PathLike, sample_rate: int) -> Path:
