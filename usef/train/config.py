@@ -35,6 +35,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # with max_minutes: re-plan max_steps (at most the configured one) from the pace so far at
     # every log step, so that the decay ends with the budget instead of being cut off mid-way
     "fit_schedule_to_minutes": False,
+    # exponential moving average of the weights (usef.train.ema): checkpoints, best/ and the dev
+    # curve hold the average, train_state.pt the raw weights; null: off
+    "ema_decay": None, "ema_start_step": 0,
+    # with ema_decay: also score the raw weights at each dev pass (dev_raw_* in log.jsonl)
+    "ema_dev_raw": True,
 }
 DEV_DEFAULTS: dict[str, Any] = {"n_items": 200, "seed": 20250, "batch_size": 1, "segment_seconds": None, "mix": {}}
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
@@ -105,6 +110,11 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"train.threads must be a positive integer or null, got {t['threads']!r}")
     if t["fit_schedule_to_minutes"] and t["max_minutes"] is None:
         raise ValueError("train.fit_schedule_to_minutes needs train.max_minutes (the budget to fit)")
+    if t["ema_decay"] is not None and (isinstance(t["ema_decay"], bool) or not isinstance(t["ema_decay"], (int, float))
+                                       or not 0.0 <= float(t["ema_decay"]) < 1.0):
+        raise ValueError(f"train.ema_decay must be null or a number in [0, 1), got {t['ema_decay']!r}")
+    if not isinstance(t["ema_start_step"], int) or t["ema_start_step"] < 0:
+        raise ValueError(f"train.ema_start_step must be a non-negative integer, got {t['ema_start_step']!r}")
     if t["min_lr"] is None:
         t["min_lr"] = 0.01 * float(t["lr"])  # decay ends at 1 % of the peak unless told otherwise
     if t["save_every"] is None:

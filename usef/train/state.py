@@ -5,7 +5,9 @@ Layout of an experiment directory::
     EXP/config.yaml                 resolved training config of the last start
     EXP/checkpoints/step_<n>/       model.safetensors + config.yaml (save_pretrained),
                                     train_state.pt (optimizer, scheduler, RNG of every rank,
-                                    data position), meta.json (step, dev metrics)
+                                    data position; with train.ema_decay the raw weights,
+                                    while model.safetensors holds their average), meta.json
+                                    (step, dev metrics)
     EXP/best/ + EXP/best.json       best checkpoint by dev SI-SDRi (save_pretrained folder)
     EXP/log.jsonl + EXP/log.csv     one record per logged step / dev evaluation
 

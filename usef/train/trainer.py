@@ -45,6 +45,7 @@ from usef.train.calibrate import calibrate_output_gain
 from usef.train.config import apply_overrides, load_config, resolve_config
 from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
 from usef.train.dev import evaluate_dev
+from usef.train.ema import WeightAverage
 from usef.train.runtime import (
     Dist,
     autocast_context,
@@ -153,11 +154,14 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     scheduler = WarmupDecay(optimizer, float(t["lr"]), int(t["warmup_steps"]), int(t["max_steps"]),
                             str(t["decay"]), float(t["min_lr"]))
 
-    step, rng_to_restore, best = 0, None, None
+    step, rng_to_restore, best, saved_average = 0, None, None, None
     ckpt = state.latest_checkpoint(exp_dir) if resume else None
     if ckpt is not None:
         saved = state.load_train_state(ckpt)
         _load_weights(model, ckpt, strict=True)
+        if "raw_weights" in saved:  # a run with a weight average: the model file holds the average
+            saved_average = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+            model.load_state_dict(saved["raw_weights"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         step = int(saved["step"])
@@ -183,6 +187,14 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             skipped = _load_weights(model, Path(cfg["init_from"]["path"]), cfg["init_from"]["strict"])
             logger.info("initialised from %s (fresh optimizer)%s", cfg["init_from"]["path"],
                         f"; skipped {skipped}" if skipped else "")
+
+    average = None
+    if t["ema_decay"] is not None:
+        average = WeightAverage(model, float(t["ema_decay"]), int(t["ema_start_step"]))
+        if saved_average is not None:
+            average.load_state_dict(saved_average)
+        elif ckpt is not None:
+            logger.warning("%s holds no weight average: the average restarts from its weights", ckpt)
 
     data = build_data(cfg, model.sample_rate, info.rank, exp_dir)
     check_embeddings(model, data.train)
@@ -240,6 +252,8 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
         scheduler.step()
         step += 1
+        if average is not None:
+            average.update(unwrap(model), step)
         window["time"] += time.perf_counter() - tic
         window["steps"] += 1
         window["norm"] += grad_norm
@@ -280,27 +294,34 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
         emit({"event": "step", "step": step, "lr": lr, "grad_norm": grad_norm, **record})
         dev_metrics = None
         if data.dev and t["dev_every"] and (step % int(t["dev_every"]) == 0 or step == max_steps or stop):
-            dev_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
+            if average is not None and t["ema_dev_raw"]:
+                raw_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
+                record.update({f"dev_raw_{k}": v for k, v in raw_metrics.items()})
+            with average.swapped_in(unwrap(model)) if average is not None else contextlib.nullcontext():
+                dev_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
             record.update({"step": step, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
             emit({"event": "dev", "step": step, **dev_metrics})
         if record and info.main:
             run_log.append({"time": time.time(), **record})
         if step % int(t["save_every"]) == 0 or step == max_steps or stop:
-            best = _save(exp_dir, step, model, optimizer, scheduler, dev_metrics, best, t, info, emit)
+            best = _save(exp_dir, step, model, optimizer, scheduler, dev_metrics, best, t, info, emit, average)
             last_saved = step
         if stop:
             stopped = "max_minutes"
             logger.info("wall-clock budget of %s min used up at step %d: stopped", max_minutes, step)
             break
     if step != last_saved:
-        best = _save(exp_dir, step, model, optimizer, scheduler, None, best, t, info, emit)
+        best = _save(exp_dir, step, model, optimizer, scheduler, None, best, t, info, emit, average)
+    if average is not None:  # the caller gets what the run ships: the average
+        unwrap(model).load_state_dict(average.state_dict())
     emit({"event": "end", "step": step, "stopped": stopped, "best": best})
     return TrainResult(step=step, stopped=stopped, best=best, model=unwrap(model), exp_dir=exp_dir)
 
 
 def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
           scheduler: WarmupDecay, dev_metrics: dict[str, Any] | None, best: dict[str, Any] | None,
-          t: dict[str, Any], info: Dist, emit: Callback) -> dict[str, Any] | None:
+          t: dict[str, Any], info: Dist, emit: Callback,
+          average: WeightAverage | None = None) -> dict[str, Any] | None:
     rng = state.capture_rng_state()
     rngs: list[Any] = [rng]
     if info.world > 1:
@@ -314,7 +335,14 @@ def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
         meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": net.name}
         # a scale-dependent loss trains the output level too: the extractor then keeps it
         extra = {"output_level": "calibrated"} if t["loss"] in losses.LEVEL_TRAINING else None
-        path = state.save_checkpoint(exp_dir, step, lambda d: save_pretrained(net, d, extra), train_state, meta)
+        if average is not None:
+            train_state["raw_weights"] = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+
+        def save_model(directory: Path) -> None:
+            with average.swapped_in(net) if average is not None else contextlib.nullcontext():
+                save_pretrained(net, directory, extra)
+
+        path = state.save_checkpoint(exp_dir, step, save_model, train_state, meta)
         score = state.dev_score(meta)
         if score is not None and (best is None or score > float(best["si_sdr_imp"])):
             best = {"step": step, **dev_metrics}
