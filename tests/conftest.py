@@ -100,3 +100,12 @@ def extract_command(model_dir: Path, signals: dict, directory: Path) -> list[str
     sf.write(directory / "ref.wav", signals["reference"], SR)
     return ["extract", str(directory / "mix.wav"), str(directory / "ref.wav"), "--model", str(model_dir),
             "--float", "--device", "cpu"]
+
+
+@pytest.fixture
+def one_thread():
+    # oversubscribed OpenMP threads make tiny CPU steps 10-100x slower on a busy 2-core box
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -79,15 +79,6 @@ def _config(pack: Path, **train) -> dict:
     }
 
 
-@pytest.fixture
-def one_thread():
-    # oversubscribed OpenMP threads make tiny CPU steps 10-100x slower on a busy 2-core box
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 

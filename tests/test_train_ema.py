@@ -19,14 +19,6 @@ def pack(tmp_path_factory):
     return _speech_pack(tmp_path_factory.mktemp("data") / "speech.npz")
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Net(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
