@@ -108,3 +108,25 @@ def test_resume_continues_the_average_exactly(pack, tmp_path, one_thread):
     ra = state.load_train_state(tmp_path / "whole" / "checkpoints" / "step_6")["raw_weights"]
     rb = state.load_train_state(tmp_path / "split" / "checkpoints" / "step_6")["raw_weights"]
     assert all(torch.equal(ra[n], rb[n]) for n in ra)
+
+
+def test_usef_average_raw_exports_the_raw_weights_and_refuses_runs_without_an_average(pack, tmp_path, one_thread,
+                                                                                        capsys):
+    from usef.bin.average import main
+
+    exp = tmp_path / "exp"
+    train(_config(pack, max_steps=2, save_every=1, keep_last_k=5, ema_decay=0.9), exp)
+    assert main([str(exp), "--last", "2", "--raw", "--out", str(tmp_path / "raw")]) == 0
+    assert "(raw weights)" in capsys.readouterr().out
+    raws = [state.load_train_state(c)["raw_weights"] for c in state.list_checkpoints(exp)]
+    written = load_file(str(tmp_path / "raw" / "model.safetensors"))
+    floats = [n for n in written if written[n].is_floating_point()]
+    assert all(torch.allclose(written[n], (raws[0][n] + raws[1][n]) / 2, atol=1e-7) for n in floats)
+    assert main([str(exp), "--last", "1"]) == 0  # without --raw: the average, as before
+    shipped = load_file(str(exp / "checkpoints" / "step_2" / "model.safetensors"))
+    assert all(torch.equal(load_file(str(exp / "average_last1" / "model.safetensors"))[n], shipped[n]) for n in shipped)
+
+    plain = tmp_path / "plain"
+    train(_config(pack, max_steps=1), plain)
+    assert main([str(plain), "--last", "1", "--raw"]) == 2
+    assert "holds no raw weights" in capsys.readouterr().err

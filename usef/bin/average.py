@@ -18,6 +18,7 @@ EPILOG = """\
 examples:
   usef average exp/usef_conformer --best 5            # -> exp/usef_conformer/average_best5
   usef average exp/usef_conformer --last 3 --out models/mine
+  usef average exp/usef_ema --last 1 --raw           # the raw weights of a run with train.ema_decay
 """
 
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--last", type=int, default=None, metavar="N", help="the N newest checkpoints")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: EXP/average_best<N> or EXP/average_last<N>)")
+    parser.add_argument("--raw", action="store_true",
+                        help="for a run that kept a weight average (train.ema_decay): average the raw "
+                        "weights saved in train_state.pt instead of the average in model.safetensors")
     return parser
 
 
@@ -47,8 +51,9 @@ def _average(args: argparse.Namespace) -> int:
 
     best, last = args.best or 0, args.last or 0
     chosen = select_checkpoints(args.exp_dir, best=best, last=last)
-    out = average_best(args.exp_dir, best=best, last=last, out_dir=args.out)
-    print(f"averaged {len(chosen)} checkpoints ({', '.join(c.name for c in chosen)}) into {out}")
+    out = average_best(args.exp_dir, best=best, last=last, out_dir=args.out, raw=args.raw)
+    print(f"averaged {len(chosen)} checkpoints ({', '.join(c.name for c in chosen)}){' (raw weights)' if args.raw else ''} "
+          f"into {out}")
     return 0
 
 

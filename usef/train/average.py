@@ -58,18 +58,34 @@ def _step(path: Path) -> int:
     return int(path.name.split("_")[-1])
 
 
-def average_state_dicts(directories: Sequence[PathLike]) -> dict[str, torch.Tensor]:
+def raw_weights(checkpoint: PathLike) -> dict[str, torch.Tensor]:
+    """The raw weights of a checkpoint of a run that kept a weight average (``train.ema_decay``):
+    its ``model.safetensors`` holds the average, ``train_state.pt`` the weights the optimizer moved.
+
+    Raises ValueError when the checkpoint holds none (its run kept no average: its model file
+    already is the raw weights).
+    """
+    saved = state.load_train_state(Path(checkpoint))
+    if "raw_weights" not in saved:
+        raise ValueError(f"checkpoint {checkpoint} holds no raw weights: its run kept no weight average "
+                         "(train.ema_decay), so its model.safetensors already is them")
+    return saved["raw_weights"]
+
+
+def average_state_dicts(directories: Sequence[PathLike], raw: bool = False) -> dict[str, torch.Tensor]:
     """Element-wise mean (accumulated in float64) of the floating-point tensors of the
-    checkpoints' ``model.safetensors``; other tensors are taken from the first one.
+    checkpoints' ``model.safetensors`` (with ``raw``: of their :func:`raw_weights`); other
+    tensors are taken from the first one.
 
     Raises ValueError when the checkpoints do not hold the same tensor names and shapes.
     """
     if not directories:
         raise ValueError("directories must name at least one checkpoint")
-    first = read_weights(directories[0])
+    read = raw_weights if raw else read_weights
+    first = read(directories[0])
     sums = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
     for directory in directories[1:]:
-        other = read_weights(directory)
+        other = read(directory)
         if set(other) != set(first) or any(other[k].shape != first[k].shape for k in first):
             raise ValueError(f"checkpoint {directory} does not match {directories[0]} (names or shapes differ)")
         for key, value in other.items():
@@ -80,26 +96,30 @@ def average_state_dicts(directories: Sequence[PathLike]) -> dict[str, torch.Tens
 
 
 def average_checkpoints(directories: Sequence[PathLike], out_dir: PathLike,
-                        info: dict[str, Any] | None = None) -> Path:
+                        info: dict[str, Any] | None = None, raw: bool = False) -> Path:
     """Write the average of ``directories`` to ``out_dir`` as a ``save_pretrained`` folder.
 
     The model is rebuilt from the first checkpoint's ``config.yaml``; ``info`` is recorded
-    under ``averaged`` in the output's config.
+    under ``averaged`` in the output's config. ``raw``: see :func:`average_state_dicts`.
     """
     model = load_pretrained(directories[0])
-    load_state(model, average_state_dicts(directories), source="averaged weights", strict=True)
-    record = {"checkpoints": [str(Path(d).name) for d in directories], **(info or {})}
+    load_state(model, average_state_dicts(directories, raw), source="averaged weights", strict=True)
+    record = {"checkpoints": [str(Path(d).name) for d in directories], **({"raw_weights": True} if raw else {}),
+              **(info or {})}
     # what the sources say about how they were trained holds for their average too
     kept = {key: model_attr for key in ("output_level", "confidence")
             if (model_attr := read_config(directories[0]).get(key)) is not None}
     return save_pretrained(model, out_dir, extra={**kept, "averaged": record})
 
 
-def average_best(exp_dir: PathLike, best: int = 0, last: int = 0, out_dir: PathLike | None = None) -> Path:
+def average_best(exp_dir: PathLike, best: int = 0, last: int = 0, out_dir: PathLike | None = None,
+                 raw: bool = False) -> Path:
     """Average the ``best`` (or ``last``) checkpoints of a run; default output
-    ``EXP/average_best<N>`` (or ``average_last<N>``)."""
+    ``EXP/average_best<N>`` (or ``average_last<N>``; ``_raw`` appended with ``raw``). Checkpoints
+    are chosen by their dev score, which is the weight average's when the run kept one."""
     chosen = select_checkpoints(exp_dir, best=best, last=last)
     scores = [state.dev_score(state.read_meta(c)) for c in chosen]
-    out = Path(out_dir) if out_dir else Path(exp_dir) / (f"average_best{best}" if best else f"average_last{last}")
-    logger.info("averaging %s into %s", [c.name for c in chosen], out)
-    return average_checkpoints(chosen, out, {"dev_si_sdr_imp": scores})
+    name = (f"average_best{best}" if best else f"average_last{last}") + ("_raw" if raw else "")
+    out = Path(out_dir) if out_dir else Path(exp_dir) / name
+    logger.info("averaging %s%s into %s", [c.name for c in chosen], " (raw weights)" if raw else "", out)
+    return average_checkpoints(chosen, out, {"dev_si_sdr_imp": scores}, raw=raw)
