@@ -3,11 +3,14 @@
 
 Reads the ``log.jsonl`` files the trainer writes (rows with ``dev_si_sdr_imp``). A run that
 continued another (e.g. CPU fine-tuning after a GPU run) is given as ``LABEL=LOG+OFFSET`` so its
-steps are shifted by OFFSET.
+steps are shifted by OFFSET. ``LABEL=LOG#KEY`` plots another logged value, e.g. the raw weights of
+a run that kept a weight average (``#dev_raw_si_sdr_imp``, ``train.ema_decay``).
 
     python tools/plot_learning_curves.py --out docs/learning_curves.svg \\
         USEF=docs/training/gpu_usef_conformer_8k.jsonl \\
         "joint embedding=docs/training/gpu_embedding_conformer_8k.jsonl"
+    python tools/plot_learning_curves.py --out ema.svg "average=exp/run/log.jsonl" \
+        "raw weights=exp/run/log.jsonl#dev_raw_si_sdr_imp"
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ def read_curve(spec: str, x_axis: str = "step") -> tuple[str, list[tuple[float, 
     """``x_axis`` "step", or "minutes": training time summed from the logged step times (the
     dev passes left out), so that runs of different step costs compare per CPU-minute."""
     label, _, rest = spec.partition("=")
+    rest, _, key = rest.partition("#")
     path, _, offset = rest.partition("+")
+    key = key or "dev_si_sdr_imp"
     points, minutes, last_step = [], 0.0, 0
     with open(path, encoding="utf-8") as handle:
         for line in handle:
@@ -32,9 +37,11 @@ def read_curve(spec: str, x_axis: str = "step") -> tuple[str, list[tuple[float, 
             if row.get("step_time") is not None:
                 minutes += float(row["step_time"]) * (int(row["step"]) - last_step) / 60.0
                 last_step = int(row["step"])
-            if row.get("dev_si_sdr_imp") is not None:
+            if row.get(key) is not None:
                 x = row["step"] + float(offset or 0) if x_axis == "step" else minutes
-                points.append((x, float(row["dev_si_sdr_imp"])))
+                points.append((x, float(row[key])))
+    if not points:
+        raise ValueError(f"{path}: no rows with {key!r}")
     return label, points
 
 
@@ -76,7 +83,7 @@ def svg_plot(curves: list[tuple[str, list[tuple[float, float]]]], title: str, x_
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="LABEL=LOG.jsonl[+STEP_OFFSET]")
+    parser.add_argument("runs", nargs="+", help="LABEL=LOG.jsonl[+STEP_OFFSET][#KEY] (KEY: dev_si_sdr_imp)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--title", default="Dev SI-SDRi on held-out speakers")
     parser.add_argument("--x", choices=("step", "minutes"), default="step",
