@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from usef.train import losses
+from usef.train import ema, losses
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "batch_size": 2, "segment_seconds": 4.0, "lr": 1e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8,
@@ -110,11 +110,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"train.threads must be a positive integer or null, got {t['threads']!r}")
     if t["fit_schedule_to_minutes"] and t["max_minutes"] is None:
         raise ValueError("train.fit_schedule_to_minutes needs train.max_minutes (the budget to fit)")
-    if t["ema_decay"] is not None and (isinstance(t["ema_decay"], bool) or not isinstance(t["ema_decay"], (int, float))
-                                       or not 0.0 <= float(t["ema_decay"]) < 1.0):
-        raise ValueError(f"train.ema_decay must be null or a number in [0, 1), got {t['ema_decay']!r}")
-    if not isinstance(t["ema_start_step"], int) or t["ema_start_step"] < 0:
-        raise ValueError(f"train.ema_start_step must be a non-negative integer, got {t['ema_start_step']!r}")
+    ema.check_settings(t["ema_decay"], t["ema_start_step"])
     if t["min_lr"] is None:
         t["min_lr"] = 0.01 * float(t["lr"])  # decay ends at 1 % of the peak unless told otherwise
     if t["save_every"] is None:

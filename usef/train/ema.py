@@ -18,7 +18,17 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["WeightAverage"]
+__all__ = ["WeightAverage", "check_settings"]
+
+
+def check_settings(decay: object, start_step: object) -> None:
+    """Raise ValueError unless ``decay`` is None (no average) or a number in ``[0, 1)`` and
+    ``start_step`` a non-negative integer (``train.ema_decay``, ``train.ema_start_step``; checked
+    when the config is resolved, before any data is built, and by :class:`WeightAverage`)."""
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= float(decay) < 1.0):
+        raise ValueError(f"train.ema_decay must be in [0, 1) (or null: no average), got {decay!r}")
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        raise ValueError(f"train.ema_start_step must be a non-negative integer, got {start_step!r}")
 
 
 class WeightAverage:
@@ -34,10 +44,9 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float, start_step: int = 0) -> None:
-        if not 0.0 <= float(decay) < 1.0:
-            raise ValueError(f"train.ema_decay must be in [0, 1), got {decay!r}")
-        if int(start_step) < 0:
-            raise ValueError(f"train.ema_start_step must be >= 0, got {start_step!r}")
+        if decay is None:
+            raise ValueError("a weight average needs a decay in [0, 1)")
+        check_settings(decay, start_step)
         self.decay = float(decay)
         self.start_step = int(start_step)
         self.average = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
