@@ -158,6 +158,40 @@ def test_same_seed_reproduces_and_resumes_out_of_order():
     assert not _same(a.with_config(epoch=1)[0], forward[0])
 
 
+def test_reference_length_group_gives_each_batch_one_unpadded_reference_length():
+    corpus = SpeakerCorpus.from_arrays({f"s{i}": [_speech(12.0, 30 + i), _speech(9.0, 40 + i)] for i in range(6)}, SR)
+    corpus = SpeakerCorpus.merge(corpus, SpeakerCorpus.from_arrays({"one": [_speech(12.0, 50)]}, SR))
+    common = {"p_speed": 1.0, "speed_range": (0.85, 1.15), "p_reverb": 0.5, "p_reference_eq": 0.5, "seed": 9}
+    plain = DynamicMixDataset(corpus, **common)
+    grouped = plain.with_config(reference_length_group=4)
+    lengths = []
+    for batch in range(6):
+        items = [grouped[i] for i in range(4 * batch, 4 * batch + 4)]
+        sizes = {len(x["reference"]) for x in items}
+        assert len(sizes) == 1, sizes  # speed perturbation's rounding included: no padding
+        assert 2.0 * SR <= sizes.pop() <= 4.0 * SR
+        collated = collate_examples(items)
+        assert bool((collated["reference_lengths"] == collated["reference"].shape[1]).all())
+        lengths.append(len(items[0]["reference"]))
+        for i in range(4 * batch, 4 * batch + 4):  # every other choice is the ungrouped one
+            a, b = plain.plan(i), grouped.plan(i)
+            assert (a.target.speaker, a.target.factor, a.interferers, a.sir_db, a.noise, a.rt60) == (
+                b.target.speaker, b.target.factor, b.interferers, b.sir_db, b.noise, b.rt60)
+            if a.target.speaker != "one":  # one recording: the target's region moves with the reference's
+                assert np.array_equal(plain[i]["mixture"], grouped[i]["mixture"])
+    assert len(set(lengths)) == 6  # a fresh length per group
+    assert plain.plan(0).reference_samples is None
+    with pytest.raises(ValueError, match="reference_length_group"):
+        DynamicMixDataset(corpus, reference_length_group=0)
+
+
+def test_reference_length_group_batch_follows_the_trainer_batch_and_spares_the_dev_set():
+    from usef.train.data import _mix_config
+    assert _mix_config({"reference_length_group": "batch", "sir_range": [-5, 5]}, 16) == {
+        "reference_length_group": 16, "sir_range": (-5, 5)}
+    assert _mix_config({"reference_length_group": 3}, 16)["reference_length_group"] == 3
+
+
 def test_dataloader_workers_resume_and_do_not_repeat():
     ds = DynamicMixDataset(_corpus(), seed=2, segment_seconds=1.0, reference_seconds=(1.0, 2.0))
     loader = DataLoader(ds, batch_size=2, sampler=range(4, 10), num_workers=2, collate_fn=collate_examples)

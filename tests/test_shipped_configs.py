@@ -1,4 +1,5 @@
-"""Every training config shipped under ``egs/`` resolves, and its ``init_from`` weights load.
+"""Every training config shipped under ``egs/`` resolves, its mixing options are valid, and its
+``init_from`` weights load.
 
 A recipe that fails only after a user has waited for data and model construction is a broken
 recipe: a 16 kHz stage that named an 8 kHz folder without ``strict: false`` stopped on a shape
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from usef.data import DynamicMixConfig
 from usef.models import build_model
 from usef.train.config import load_config, resolve_config
+from usef.train.data import _mix_config
 from usef.train.trainer import _load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +32,10 @@ def test_the_configs_are_found():
 def test_shipped_config_resolves_and_its_starting_weights_load(path: Path, monkeypatch, one_thread):
     monkeypatch.chdir(REPO)  # configs name packs and folders relative to the repository root
     cfg = resolve_config(load_config(path))
+    if cfg["data"]["type"] == "dynamic_mix":  # a misspelt or out-of-range mixing option
+        DynamicMixConfig(**_mix_config(cfg["data"].get("mix"), int(cfg["train"]["batch_size"])))
+        DynamicMixConfig(**{**_mix_config(cfg["data"].get("mix")), **_mix_config(cfg["dev"]["mix"]),
+                            "reference_length_group": 1})
     init = cfg.get("init_from")
     if not init:
         return

@@ -10,6 +10,12 @@ Builds the dataset and model of a training YAML, then times ``--steps`` steps (a
   as the trainer's ``bf16_cpu``); ``bf16-fused`` (the same with torch's fused attention
   kernel forced, i.e. the trainer before :mod:`usef.modules.attention`).
 
+A variant may end in ``:item`` or ``:batch`` (dynamic mixing only): its batches then draw the
+reference length per example (padded to the longest of the batch, as before 2026-12-05) or once
+per batch (``data.mix.reference_length_group: batch``); without a suffix, as the config says. The
+two data variants hold the same examples but for the reference lengths (and, for speakers with
+one recording, where the target's crop sits).
+
 The variants' steps are interleaved on the same batches, so the machine's drifts hit them
 alike. Prints median seconds per phase, seconds per step and mixtures per CPU-second
 (``batch / (step time x threads)``):
@@ -42,6 +48,16 @@ from usef.train.config import load_config, resolve_config
 from usef.train.data import build_data
 
 VARIANTS = ("fp32", "bf16", "bf16-fused")
+REFERENCE_LENGTHS = ("item", "batch")
+
+
+def _variant(text: str) -> tuple[str, str | None]:
+    """``"bf16:batch"`` -> ``("bf16", "batch")``; argparse type."""
+    name, _, lengths = text.partition(":")
+    if name not in VARIANTS or (lengths and lengths not in REFERENCE_LENGTHS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: want one of {VARIANTS}, optionally followed by :item or :batch")
+    return name, lengths or None
 
 
 def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float) -> dict:
@@ -71,6 +87,12 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     data = build_data({**cfg, "dev": {**cfg["dev"], "n_items": 0}}, int(args["sample_rate"]), 0, ROOT / "exp")
     loss_fn = getattr(losses, t["loss"])
     grad_clip = float(t["grad_clip"] or math.inf)
+    datasets = {None: data.train}
+    for _, lengths in map(_variant, variants):
+        if lengths is not None and lengths not in datasets:
+            if not hasattr(data.train, "with_config"):
+                raise ValueError(f"--variants ...:{lengths} needs data.type: dynamic_mix")
+            datasets[lengths] = data.train.with_config(reference_length_group=1 if lengths == "item" else batch_size)
     runs = {}
     for variant in variants:
         torch.manual_seed(0)
@@ -78,13 +100,16 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
         runs[variant] = (model, optimizer, {"data": [], "forward": [], "backward": [], "optimizer": []})
     for step in range(warmup + steps):
-        tic = time.perf_counter()
-        batch = collate_examples([data.train[step * batch_size + j] for j in range(batch_size)])
-        t_data = time.perf_counter() - tic
+        batches, t_data = {}, {}
+        for lengths, dataset in datasets.items():
+            tic = time.perf_counter()
+            batches[lengths] = collate_examples([dataset[step * batch_size + j] for j in range(batch_size)])
+            t_data[lengths] = time.perf_counter() - tic
         for variant, (model, optimizer, phases) in runs.items():
-            times = _phase_times(model, optimizer, loss_fn, batch, variant, grad_clip)
+            name, lengths = _variant(variant)
+            times = _phase_times(model, optimizer, loss_fn, batches[lengths], name, grad_clip)
             if step >= warmup:
-                phases["data"].append(t_data)
+                phases["data"].append(t_data[lengths])
                 for name, value in times.items():
                     phases[name].append(value)
     results = {}
@@ -103,9 +128,15 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"], choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"],
+                        help=f"{', '.join(VARIANTS)}, each optionally :item or :batch (reference lengths)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    for variant in args.variants:
+        try:
+            _variant(variant)
+        except argparse.ArgumentTypeError as error:
+            parser.error(str(error))
     torch.set_num_threads(args.threads)
     cfg = resolve_config(load_config(args.config))
     batch = args.batch_size or int(cfg["train"]["batch_size"])

@@ -112,8 +112,13 @@ def _speech(sources: Any, sample_rate: int, kind: str) -> Any:
     return corpora[0] if len(corpora) == 1 else cls.merge(*corpora)
 
 
-def _mix_config(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
+def _mix_config(options: dict[str, Any], batch_size: int = 1) -> dict[str, Any]:
+    """``mix`` options as :class:`DynamicMixConfig` fields; ``reference_length_group: batch``
+    becomes ``batch_size`` (one reference length per micro-batch of the step sampler)."""
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in (options or {}).items()}
+    if config.get("reference_length_group") == "batch":
+        config["reference_length_group"] = int(batch_size)
+    return config
 
 
 def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) -> Data:
@@ -121,7 +126,8 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
 
     ``type: dynamic_mix``: ``speech`` (pack / manifest / folders, or a list), optional
     ``noise``, ``dev_speakers`` (held-out count, default 0 = no dev) or ``dev_speaker_list``
-    (file), ``split_seed``, ``mix`` (DynamicMixConfig fields), ``dvectors`` (a d-vector table
+    (file), ``split_seed``, ``mix`` (DynamicMixConfig fields; ``reference_length_group: batch`` gives each
+    training micro-batch one reference length, the dev set never), ``dvectors`` (a d-vector table
     ``.npz`` made from the same speech, :mod:`usef.embeddings.dvector`: examples then carry
     ``embedding``). ``dev.mix`` overrides ``mix`` for the dev set. ``type: libri2mix``:
     ``root``, ``sample_rate``, ``mode``, ``mix_type``,
@@ -143,14 +149,16 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
                                           prefer_prefixes=d.get("dev_prefer_prefixes"))[1]
         train_speakers = sorted(set(speech.speakers) - set(held))
         table = DVectorTable.load(d["dvectors"]) if d.get("dvectors") else None
-        mix = DynamicMixConfig(**_mix_config(d.get("mix")), segment_seconds=float(t["segment_seconds"]),
+        mix = DynamicMixConfig(**_mix_config(d.get("mix"), int(t["batch_size"])),
+                               segment_seconds=float(t["segment_seconds"]),
                                seed=int(t["seed"]), rank=rank)
         train_set = DynamicMixDataset(speech.subset(train_speakers) if held else speech, noise, mix, dvectors=table)
         dev = None
         if held and n_dev:
             dev_mix = {**_mix_config(d.get("mix")), **_mix_config(dv["mix"])}
+            # the dev set keeps each item's own reference length: its items stay those of any run
             dev_mix.update(segment_seconds=float(dev_seconds or t["segment_seconds"]), seed=int(dv["seed"]),
-                           rank=0, epoch=0, length=n_dev)
+                           rank=0, epoch=0, length=n_dev, reference_length_group=1)
             dev_set = DynamicMixDataset(speech.subset(held), noise, DynamicMixConfig(**dev_mix), dvectors=table)
             dev = DevBatches(dev_set, range(n_dev), int(dv["batch_size"]))
         return Data(train_set, dev, shuffle=False, rank_in_dataset=True)

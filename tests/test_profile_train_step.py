@@ -1,0 +1,43 @@
+"""tools/profile_train_step.py: data variants (reference length per example or per batch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import yaml
+from conftest import load_tool, speechlike
+
+REPO = Path(__file__).resolve().parents[1]
+profile = load_tool("profile_train_step")
+
+
+def test_variant_names_parse_and_bad_ones_are_refused():
+    assert profile._variant("bf16") == ("bf16", None)
+    assert profile._variant("fp32:batch") == ("fp32", "batch")
+    for bad in ("bf8", "bf16:batches", "fp32:x"):
+        with pytest.raises(Exception, match="want one of"):
+            profile._variant(bad)
+    with pytest.raises(SystemExit):
+        profile.main(["config.yaml", "--variants", "bf16:sometimes"])
+
+
+def test_item_and_batch_reference_lengths_run_side_by_side(tmp_path, one_thread):
+    for k in range(4):  # four speakers, two 3 s recordings each
+        folder = tmp_path / "speech" / f"spk{k}"
+        folder.mkdir(parents=True)
+        for j in range(2):
+            sf.write(folder / f"{j}.wav", speechlike(3.0, seed=10 * k + j, f0=100 + 30 * k), 8000)
+    cfg = yaml.safe_load((REPO / "egs/speakers/conf/tiny.yaml").read_text())
+    cfg["data"].update(speech=str(tmp_path / "speech"), dev_speakers=0)
+    cfg["train"]["batch_size"] = 4
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "profile.json"
+    assert profile.main([str(config), "--steps", "1", "--warmup", "0", "--variants", "fp32:item", "fp32:batch",
+                         "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"fp32:item", "fp32:batch"}
+    assert all(r["step"] > 0 and r["forward"] > 0 for r in results.values())
