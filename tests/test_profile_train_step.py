@@ -1,4 +1,4 @@
-"""tools/profile_train_step.py: data variants (reference length per example or per batch)."""
+"""tools/profile_train_step.py: data variants (reference length per example or per batch) and model variants."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ profile = load_tool("profile_train_step")
 
 
 def test_variant_names_parse_and_bad_ones_are_refused():
-    assert profile._variant("bf16") == ("bf16", None)
-    assert profile._variant("fp32:batch") == ("fp32", "batch")
+    assert profile._variant("bf16") == ("bf16", None, {})
+    assert profile._variant("fp32:batch") == ("fp32", "batch", {})
+    assert profile._variant("bf16@encoder_channels=8,separator_args.num_layers=3") == (
+        "bf16", None, {"encoder_channels": 8, "separator_args.num_layers": 3})
     for bad in ("bf8", "bf16:batches", "fp32:x"):
         with pytest.raises(Exception, match="want one of"):
             profile._variant(bad)
+    with pytest.raises(Exception, match="KEY=VALUE"):
+        profile._variant("bf16@encoder_channels")
     with pytest.raises(SystemExit):
         profile.main(["config.yaml", "--variants", "bf16:sometimes"])
 
@@ -36,8 +40,10 @@ def test_item_and_batch_reference_lengths_run_side_by_side(tmp_path, one_thread)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "profile.json"
+    smaller = "fp32:batch@separator_args.ffn_dim=8"  # the tiny preset has 32
     assert profile.main([str(config), "--steps", "1", "--warmup", "0", "--variants", "fp32:item", "fp32:batch",
-                         "--json", str(out)]) == 0
+                         smaller, "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"fp32:item", "fp32:batch"}
+    assert set(results) == {"fp32:item", "fp32:batch", smaller}
     assert all(r["step"] > 0 and r["forward"] > 0 for r in results.values())
+    assert results[smaller]["parameters_millions"] < results["fp32:batch"]["parameters_millions"]

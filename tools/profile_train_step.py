@@ -14,7 +14,9 @@ A variant may end in ``:item`` or ``:batch`` (dynamic mixing only): its batches 
 reference length per example (padded to the longest of the batch, as before 2026-12-05) or once
 per batch (``data.mix.reference_length_group: batch``); without a suffix, as the config says. The
 two data variants hold the same examples but for the reference lengths (and, for speakers with
-one recording, where the target's crop sits).
+one recording, where the target's crop sits). A variant may also change the model after ``@``
+(``bf16@encoder_channels=8``, ``bf16@separator_args.num_layers=3``; YAML values, comma-separated):
+what a smaller model would save, on the same batches.
 
 The variants' steps are interleaved on the same batches, so the machine's drifts hit them
 alike. Prints median seconds per phase, seconds per step and mixtures per CPU-second
@@ -22,20 +24,26 @@ alike. Prints median seconds per phase, seconds per step and mixtures per CPU-se
 
     python tools/profile_train_step.py egs/speakers/conf/cpu_usef_conformer_8k_hard.yaml \\
         --threads 2 --variants bf16-fused bf16
+    python tools/profile_train_step.py egs/speakers/conf/cpu_usef_conformer_8k_stage13b.yaml \\
+        --threads 2 --variants bf16:item bf16:batch bf16:batch@encoder_channels=8 \\
+        bf16:batch@separator_args.num_layers=3
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,13 +59,32 @@ VARIANTS = ("fp32", "bf16", "bf16-fused")
 REFERENCE_LENGTHS = ("item", "batch")
 
 
-def _variant(text: str) -> tuple[str, str | None]:
-    """``"bf16:batch"`` -> ``("bf16", "batch")``; argparse type."""
-    name, _, lengths = text.partition(":")
+def _variant(text: str) -> tuple[str, str | None, dict[str, Any]]:
+    """``"bf16:batch@encoder_channels=8"`` -> ``("bf16", "batch", {"encoder_channels": 8})``."""
+    head, _, model_changes = text.partition("@")
+    name, _, lengths = head.partition(":")
     if name not in VARIANTS or (lengths and lengths not in REFERENCE_LENGTHS):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: want one of {VARIANTS}, optionally followed by :item or :batch")
-    return name, lengths or None
+            f"{text!r}: want one of {VARIANTS}, optionally followed by :item or :batch and @KEY=VALUE,...")
+    changes = {}
+    for item in filter(None, model_changes.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"{text!r}: model changes are KEY=VALUE, got {item!r}")
+        changes[key] = yaml.safe_load(value)
+    return name, lengths or None, changes
+
+
+def _model_args(cfg: dict, changes: dict[str, Any]) -> dict[str, Any]:
+    """The config's full model arguments with dotted ``changes`` (``separator_args.num_layers``)."""
+    args = copy.deepcopy(model_arguments(cfg["model"]["name"], **cfg["model"]["args"]))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = args
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return args
 
 
 def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float) -> dict:
@@ -88,7 +115,7 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     loss_fn = getattr(losses, t["loss"])
     grad_clip = float(t["grad_clip"] or math.inf)
     datasets = {None: data.train}
-    for _, lengths in map(_variant, variants):
+    for _, lengths, _ in map(_variant, variants):
         if lengths is not None and lengths not in datasets:
             if not hasattr(data.train, "with_config"):
                 raise ValueError(f"--variants ...:{lengths} needs data.type: dynamic_mix")
@@ -96,7 +123,7 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     runs = {}
     for variant in variants:
         torch.manual_seed(0)
-        model = build_model(cfg["model"]["name"], **cfg["model"]["args"]).train()
+        model = build_model(cfg["model"]["name"], **_model_args(cfg, _variant(variant)[2])).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
         runs[variant] = (model, optimizer, {"data": [], "forward": [], "backward": [], "optimizer": []})
     for step in range(warmup + steps):
@@ -106,17 +133,18 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
             batches[lengths] = collate_examples([dataset[step * batch_size + j] for j in range(batch_size)])
             t_data[lengths] = time.perf_counter() - tic
         for variant, (model, optimizer, phases) in runs.items():
-            name, lengths = _variant(variant)
+            name, lengths, _ = _variant(variant)
             times = _phase_times(model, optimizer, loss_fn, batches[lengths], name, grad_clip)
             if step >= warmup:
                 phases["data"].append(t_data[lengths])
                 for name, value in times.items():
                     phases[name].append(value)
     results = {}
-    for variant, (_, _, phases) in runs.items():
+    for variant, (model, _, phases) in runs.items():
         out = {name: statistics.median(v) for name, v in phases.items()}
         out["step"] = sum(out.values())
         out["step_without_data"] = out["step"] - out["data"]
+        out["parameters_millions"] = sum(p.numel() for p in model.parameters()) / 1e6
         results[variant] = out
     return results
 
@@ -129,7 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     parser.add_argument("--variants", nargs="+", default=["fp32", "bf16"],
-                        help=f"{', '.join(VARIANTS)}, each optionally :item or :batch (reference lengths)")
+                        help=f"{', '.join(VARIANTS)}, each optionally :item or :batch (reference lengths) and "
+                             "@KEY=VALUE,... (model arguments)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     for variant in args.variants:
