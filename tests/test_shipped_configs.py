@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from usef.data import DynamicMixConfig
 from usef.models import build_model
 from usef.train.config import load_config, resolve_config
-from usef.train.data import _mix_config
+from usef.train.data import mix_configs
 from usef.train.trainer import _load_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,10 +31,8 @@ def test_the_configs_are_found():
 def test_shipped_config_resolves_and_its_starting_weights_load(path: Path, monkeypatch, one_thread):
     monkeypatch.chdir(REPO)  # configs name packs and folders relative to the repository root
     cfg = resolve_config(load_config(path))
-    if cfg["data"]["type"] == "dynamic_mix":  # a misspelt or out-of-range mixing option
-        DynamicMixConfig(**_mix_config(cfg["data"].get("mix"), int(cfg["train"]["batch_size"])))
-        DynamicMixConfig(**{**_mix_config(cfg["data"].get("mix")), **_mix_config(cfg["dev"]["mix"]),
-                            "reference_length_group": 1})
+    if cfg["data"]["type"] == "dynamic_mix":
+        mix_configs(cfg)  # raises on a misspelt or out-of-range mixing option, as the trainer would
     init = cfg.get("init_from")
     if not init:
         return

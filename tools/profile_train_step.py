@@ -114,8 +114,9 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     data = build_data({**cfg, "dev": {**cfg["dev"], "n_items": 0}}, int(args["sample_rate"]), 0, ROOT / "exp")
     loss_fn = getattr(losses, t["loss"])
     grad_clip = float(t["grad_clip"] or math.inf)
+    parsed = {variant: _variant(variant) for variant in variants}
     datasets = {None: data.train}
-    for _, lengths, _ in map(_variant, variants):
+    for _, lengths, _ in parsed.values():
         if lengths is not None and lengths not in datasets:
             if not hasattr(data.train, "with_config"):
                 raise ValueError(f"--variants ...:{lengths} needs data.type: dynamic_mix")
@@ -123,7 +124,7 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     runs = {}
     for variant in variants:
         torch.manual_seed(0)
-        model = build_model(cfg["model"]["name"], **_model_args(cfg, _variant(variant)[2])).train()
+        model = build_model(cfg["model"]["name"], **_model_args(cfg, parsed[variant][2])).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
         runs[variant] = (model, optimizer, {"data": [], "forward": [], "backward": [], "optimizer": []})
     for step in range(warmup + steps):
@@ -133,7 +134,7 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
             batches[lengths] = collate_examples([dataset[step * batch_size + j] for j in range(batch_size)])
             t_data[lengths] = time.perf_counter() - tic
         for variant, (model, optimizer, phases) in runs.items():
-            name, lengths, _ = _variant(variant)
+            name, lengths, _ = parsed[variant]
             times = _phase_times(model, optimizer, loss_fn, batches[lengths], name, grad_clip)
             if step >= warmup:
                 phases["data"].append(t_data[lengths])

@@ -121,6 +121,22 @@ def _mix_config(options: dict[str, Any], batch_size: int = 1) -> dict[str, Any]:
     return config
 
 
+def mix_configs(cfg: dict[str, Any], rank: int = 0) -> tuple[DynamicMixConfig, DynamicMixConfig | None]:
+    """The training and dev mixing recipes of a ``data.type: dynamic_mix`` config (dev None
+    when ``dev.n_items`` is 0). ``dev.mix`` overrides ``data.mix`` for the dev set, which keeps
+    each item's own reference length: its items stay those of any run."""
+    d, t, dv = cfg["data"], cfg["train"], cfg["dev"]
+    train = DynamicMixConfig(**_mix_config(d.get("mix"), int(t["batch_size"])),
+                             segment_seconds=float(t["segment_seconds"]), seed=int(t["seed"]), rank=rank)
+    n_dev = int(dv["n_items"] or 0)
+    if not n_dev:
+        return train, None
+    dev = {**_mix_config(d.get("mix")), **_mix_config(dv["mix"])}
+    dev.update(segment_seconds=float(dv["segment_seconds"] or t["segment_seconds"]), seed=int(dv["seed"]),
+               rank=0, epoch=0, length=n_dev, reference_length_group=1)
+    return train, DynamicMixConfig(**dev)
+
+
 def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) -> Data:
     """Training dataset and fixed dev batches from ``cfg["data"]``.
 
@@ -149,17 +165,11 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
                                           prefer_prefixes=d.get("dev_prefer_prefixes"))[1]
         train_speakers = sorted(set(speech.speakers) - set(held))
         table = DVectorTable.load(d["dvectors"]) if d.get("dvectors") else None
-        mix = DynamicMixConfig(**_mix_config(d.get("mix"), int(t["batch_size"])),
-                               segment_seconds=float(t["segment_seconds"]),
-                               seed=int(t["seed"]), rank=rank)
+        mix, dev_mix = mix_configs(cfg, rank)
         train_set = DynamicMixDataset(speech.subset(train_speakers) if held else speech, noise, mix, dvectors=table)
         dev = None
-        if held and n_dev:
-            dev_mix = {**_mix_config(d.get("mix")), **_mix_config(dv["mix"])}
-            # the dev set keeps each item's own reference length: its items stay those of any run
-            dev_mix.update(segment_seconds=float(dev_seconds or t["segment_seconds"]), seed=int(dv["seed"]),
-                           rank=0, epoch=0, length=n_dev, reference_length_group=1)
-            dev_set = DynamicMixDataset(speech.subset(held), noise, DynamicMixConfig(**dev_mix), dvectors=table)
+        if held and dev_mix is not None:
+            dev_set = DynamicMixDataset(speech.subset(held), noise, dev_mix, dvectors=table)
             dev = DevBatches(dev_set, range(n_dev), int(dv["batch_size"]))
         return Data(train_set, dev, shuffle=False, rank_in_dataset=True)
     if d["type"] == "libri2mix":
