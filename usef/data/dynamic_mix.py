@@ -15,6 +15,10 @@ reverberant sources; ``target`` is the direct path plus early reflections (the f
 target's late tail: ``mixture - target - interferer - noise`` is that tail (zero
 without reverberation). The SIR is measured on ``target`` as returned.
 
+This module plans (draws every choice of an example into a :class:`MixPlan`);
+:mod:`usef.data.mix_render` renders a plan into audio; :mod:`usef.data.mix_recipe` holds the
+recipe and plan types.
+
 Speed perturbation resamples a whole talker (target and its reference share one
 factor, making a pseudo-speaker) with a NumPy FFT resampler: no soxr or scipy.
 
@@ -36,21 +40,20 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from usef.data.augment import (
-    convolve,
-    equalize,
     output_length,
-    power,
     source_length,
     speed_perturb,
     synthetic_rir,
 )
+from usef.data.mix_recipe import Crop, DynamicMixConfig, MixPlan
+from usef.data.mix_render import render_example
 from usef.data.pack import NoiseCorpus, SpeakerCorpus
 from usef.data.pitch import speaker_median_f0
 from usef.data.splits import (  # re-exported: dev sets of mixes
@@ -65,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias: keep Python 3.9)
 _MAX_TRIES = 100
-_PEAK = 0.99
 _EQ_BANDS = 6
 
 __all__ = [
@@ -80,103 +82,6 @@ __all__ = [
     "synthetic_rir",
     "write_eval_set",
 ]
-
-
-@dataclass(frozen=True)
-class DynamicMixConfig:
-    """Mixing recipe. Ranges are (low, high), drawn uniformly; seconds and dB."""
-
-    segment_seconds: float = 3.0
-    reference_seconds: tuple[float, float] = (2.0, 4.0)
-    min_reference_seconds: float = 1.0
-    min_target_seconds: float = 1.0
-    interferer_probs: tuple[float, ...] = (1.0, 0.0)  # P(1 interferer), P(2), ...
-    sir_range: tuple[float, float] = (-5.0, 5.0)  # target vs the sum of interferers
-    gain_dbfs_range: tuple[float, float] = (-25.0, -5.0)  # mixture RMS, then peak <= 0.99
-    p_noise: float = 1.0  # used only when a noise corpus is given
-    snr_range: tuple[float, float] = (0.0, 20.0)  # speech (target + interferers) vs noise
-    p_speed: float = 0.0
-    speed_range: tuple[float, float] = (0.9, 1.1)
-    p_reverb: float = 0.0
-    rt60_range: tuple[float, float] = (0.2, 0.6)
-    early_reverb_ms: float = 50.0
-    # hard cases: the first interferer is, with this probability, one of the
-    # ``similar_pool`` speakers whose median F0 is closest to the target's
-    p_similar_interferer: float = 0.0
-    similar_pool: int = 8
-    # channel mismatch: the reference gets a random smooth EQ of +-reference_eq_db
-    p_reference_eq: float = 0.0
-    reference_eq_db: float = 6.0
-    # target absent (USEF-TP style): with this probability the target does not speak in the
-    # mixture (interferers and noise only) and the training target is silence. Drawn from its
-    # own RNG stream, so the other examples are the same as with 0.0
-    p_target_absent: float = 0.0
-    # examples ``index // reference_length_group`` share one reference length (drawn from a
-    # stream of their own; every other choice is the one of group 1). With the trainer's step
-    # sampler and the group equal to the batch size a batch is padded only where a short
-    # recording clipped a reference, and then to the group's length, not the longest of 2-4 s
-    # draws (measured 8 % off a two-thread training step)
-    reference_length_group: int = 1
-    length: int = 10_000_000
-    seed: int = 0
-    rank: int = 0
-    epoch: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("reference_seconds", "sir_range", "gain_dbfs_range", "snr_range", "speed_range", "rt60_range"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
-        for name in ("p_noise", "p_speed", "p_reverb", "p_similar_interferer", "p_reference_eq",
-                     "p_target_absent"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        probs = np.asarray(self.interferer_probs, dtype=float)
-        if probs.size == 0 or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-6:
-            raise ValueError(f"interferer_probs must be >= 0 and sum to 1, got {self.interferer_probs}")
-        if self.speed_range[0] <= 0 or self.rt60_range[0] <= 0:
-            raise ValueError("speed_range and rt60_range must be positive")
-        if not 0 < self.min_reference_seconds <= self.reference_seconds[0]:
-            raise ValueError("min_reference_seconds must be in (0, reference_seconds[0]]")
-        if self.similar_pool < 1 or self.reference_eq_db < 0:
-            raise ValueError("similar_pool must be >= 1 and reference_eq_db >= 0")
-        if not isinstance(self.reference_length_group, int) or self.reference_length_group < 1:
-            raise ValueError(f"reference_length_group must be an integer >= 1, got {self.reference_length_group!r}")
-        if self.segment_seconds <= 0 or self.min_target_seconds <= 0 or self.length <= 0:
-            raise ValueError("segment_seconds, min_target_seconds and length must be > 0")
-        if min(self.seed, self.rank, self.epoch) < 0:
-            raise ValueError("seed, rank and epoch must be >= 0")
-
-
-@dataclass(frozen=True)
-class Crop:
-    """Source samples [start, stop) of one utterance, sped up by ``factor`` and placed
-    at ``offset`` in the output (zeros elsewhere)."""
-
-    speaker: str
-    utterance: int
-    start: int
-    stop: int
-    factor: float
-    offset: int = 0
-
-
-@dataclass(frozen=True)
-class MixPlan:
-    """Every random choice of one example except the RIR noise."""
-
-    target: Crop
-    reference: Crop
-    interferers: tuple[Crop, ...]
-    sir_db: float
-    gain_dbfs: float
-    reference_gain_dbfs: float
-    noise: tuple[int, int, float] | None  # (clip index, start, snr_db)
-    rt60: float | None
-    reference_rt60: float | None
-    reference_eq_db: tuple[float, ...] | None = None  # gains of :func:`equalize`
-    target_absent: bool = False  # the target crop then only says whose reference it is
-    reference_samples: int | None = None  # rendered length, when a group fixed it (else the crop's)
 
 
 class DynamicMixDataset(Dataset):
@@ -253,7 +158,7 @@ class DynamicMixDataset(Dataset):
         plan = self._plan(rng, index)
         if plan_changes:
             plan = replace(plan, **plan_changes)
-        example = self._render(plan, rng)
+        example = render_example(plan, rng, self.speech, self.noise, self.config)
         if self.dvectors is not None:
             example["embedding"] = self._reference_vector(plan.target, plan.reference)
         if self.config.p_target_absent > 0:
@@ -392,62 +297,3 @@ class DynamicMixDataset(Dataset):
                                         forbid=(target.start, target.stop) if same else None)
         except LookupError:
             return None
-
-    # -- rendering ----------------------------------------------------------
-    def _audio(self, crop: Crop, length: int | None = None) -> np.ndarray:
-        x = self.speech.load(crop.speaker, crop.utterance)[crop.start : crop.stop]
-        y = speed_perturb(x, crop.factor)
-        n = len(y) if length is None else length
-        out = np.zeros(n)
-        out[crop.offset : crop.offset + len(y)] = y[: n - crop.offset]
-        return out
-
-    def _noise(self, index: int, start: int, seg: int) -> np.ndarray:
-        clip = np.asarray(self.noise.load(index), dtype=np.float64)
-        reps = math.ceil((start + seg) / max(1, len(clip)))
-        return np.tile(clip, reps)[start : start + seg]  # short clips loop
-
-    def _reverb(self, rng, x: np.ndarray, rt60: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """(reverberant, direct + early) versions of ``x``."""
-        if rt60 is None:
-            return x, x
-        rir = synthetic_rir(rng, rt60, self.sample_rate, drr_db=float(rng.uniform(0.0, 10.0)))
-        early = np.zeros_like(rir)
-        n_early = max(1, self._seconds(self.config.early_reverb_ms / 1000.0))
-        early[:n_early] = rir[:n_early]
-        return convolve(x, rir, early)
-
-    def _render(self, plan: MixPlan, rng: np.random.Generator) -> dict:
-        seg = self._seconds(self.config.segment_seconds)
-        target_mix, target = self._reverb(rng, self._audio(plan.target, seg), plan.rt60)
-        if plan.target_absent:
-            target_mix, target = np.zeros(seg), np.zeros(seg)
-        interferer = np.zeros(seg)
-        for crop in plan.interferers:
-            x = self._reverb(rng, self._audio(crop, seg), plan.rt60)[0]
-            interferer += x / math.sqrt(max(power(x), 1e-20))  # equal power per talker
-        p_int = power(interferer)
-        if p_int > 0 and not plan.target_absent:
-            interferer *= math.sqrt(power(target) / p_int / 10 ** (plan.sir_db / 10))
-        speech = target_mix + interferer
-        noise = np.zeros(seg)
-        if plan.noise is not None:
-            i, start, snr = plan.noise
-            noise = self._noise(i, start, seg)
-            if power(noise) > 0:
-                noise *= math.sqrt(power(speech) / power(noise) / 10 ** (snr / 10))
-        mixture = speech + noise
-        scale = 10 ** (plan.gain_dbfs / 20) / math.sqrt(max(power(mixture), 1e-20))
-        scale = min(scale, _PEAK / max(float(np.max(np.abs(mixture))), 1e-20))
-        reference = self._reverb(rng, self._audio(plan.reference, plan.reference_samples), plan.reference_rt60)[0]
-        if plan.reference_eq_db is not None:
-            reference = equalize(reference, plan.reference_eq_db)
-        ref_scale = 10 ** (plan.reference_gain_dbfs / 20) / math.sqrt(max(power(reference), 1e-20))
-        ref_scale = min(ref_scale, _PEAK / max(float(np.max(np.abs(reference))), 1e-20))
-        f32 = np.float32
-        return {
-            "mixture": (mixture * scale).astype(f32), "target": (target * scale).astype(f32),
-            "reference": (reference * ref_scale).astype(f32),
-            "interferer": (interferer * scale).astype(f32), "noise": (noise * scale).astype(f32),
-            "speaker": plan.target.speaker,
-        }
