@@ -15,13 +15,13 @@ import usef
 from usef.bin import eval as eval_cli
 from usef.data.librimix import (
     Enrollment,
-    Libri2MixTSE,
     make_enrollment_list,
     metadata_path,
     read_enrollment_list,
     read_metadata,
     write_enrollment_list,
 )
+from usef.data.librimix_dataset import Libri2MixTSE
 from usef.evaluate import evaluate_list, read_eval_list
 
 SR = 8000

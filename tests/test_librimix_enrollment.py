@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 
 from usef.data.librimix import (
-    Libri2MixTSE,
     enrollment_list_format,
     metadata_path,
     read_enrollment_list,
     read_metadata,
 )
+from usef.data.librimix_dataset import Libri2MixTSE
 
 SR = 8000
 # Four test mixtures over three speakers; in SpeakerBeam's lists the enrollment of a

@@ -18,7 +18,6 @@ from usef.data.dynamic_mix import (
 )
 from usef.data.librimix import (
     Enrollment,
-    Libri2MixTSE,
     LibriMixRow,
     make_enrollment_list,
     metadata_path,
@@ -26,6 +25,7 @@ from usef.data.librimix import (
     read_metadata,
     write_enrollment_list,
 )
+from usef.data.librimix_dataset import Libri2MixTSE
 from usef.data.pack import (
     NoiseCorpus,
     Pack,
