@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
 import yaml
 from conftest import load_tool, speechlike
 
@@ -42,8 +43,38 @@ def test_item_and_batch_reference_lengths_run_side_by_side(tmp_path, one_thread)
     out = tmp_path / "profile.json"
     smaller = "fp32:batch@separator_args.ffn_dim=8"  # the tiny preset has 32
     assert profile.main([str(config), "--steps", "1", "--warmup", "0", "--variants", "fp32:item", "fp32:batch",
-                         smaller, "--json", str(out)]) == 0
+                         smaller, "bf16-weights:batch", "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
-    assert set(results) == {"fp32:item", "fp32:batch", smaller}
+    assert set(results) == {"fp32:item", "fp32:batch", smaller, "bf16-weights:batch"}
     assert all(r["step"] > 0 and r["forward"] > 0 for r in results.values())
     assert results[smaller]["parameters_millions"] < results["fp32:batch"]["parameters_millions"]
+
+
+def test_bf16_weights_step_is_taken_on_fp32_masters():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.PReLU(), torch.nn.Linear(6, 1))
+    masters = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    model = model.to(torch.bfloat16)
+    before = [m.detach().clone() for m in masters]
+    optimizer = torch.optim.AdamW(masters, lr=1e-2)
+    batch = {"mixture": torch.randn(4, 6), "target": torch.randn(4, 1)}
+
+    class Wrapped(torch.nn.Module):  # the tool calls model(mixture, reference, reference_lengths)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, mixture, reference, lengths):
+            return self.inner(mixture)
+
+    def loss_fn(estimate, target, lengths):
+        return ((estimate - target) ** 2).mean()
+
+    times = profile._phase_times(Wrapped(model), optimizer, loss_fn, {**batch, "reference": None},
+                                 "bf16-weights", 5.0, masters)
+    assert set(times) == {"forward", "backward", "optimizer"}
+    assert all(m.dtype == torch.float32 for m in masters)
+    assert all(not torch.equal(m, b) for m, b in zip(masters, before))  # the masters moved
+    for master, weight in zip(masters, model.parameters()):  # and the bf16 weights follow them
+        assert weight.dtype == torch.bfloat16
+        torch.testing.assert_close(weight, master.detach().to(torch.bfloat16), rtol=0, atol=0)

@@ -8,7 +8,10 @@ Builds the dataset and model of a training YAML, then times ``--steps`` steps (a
   data worker would have to keep up with),
 - forward, loss, backward, clip + AdamW step, for each variant: ``fp32``; ``bf16`` (autocast,
   as the trainer's ``bf16_cpu``); ``bf16-fused`` (the same with torch's fused attention
-  kernel forced, i.e. the trainer before :mod:`usef.modules.attention`).
+  kernel forced, i.e. the trainer before :mod:`usef.modules.attention`); ``bf16-weights`` (the
+  same autocast with the model's weights held in bf16 and fp32 master copies for AdamW: gradients
+  copied up, the step taken on the masters, the weights copied down, all inside the optimiser
+  phase; the trainer has no such mode: this measures what it would save).
 
 A variant may end in ``:item`` or ``:batch`` (dynamic mixing only): its batches then draw the
 reference length per example (padded to the longest of the batch, as before 2026-12-05) or once
@@ -55,7 +58,7 @@ from usef.train import losses
 from usef.train.config import load_config, resolve_config
 from usef.train.data import build_data
 
-VARIANTS = ("fp32", "bf16", "bf16-fused")
+VARIANTS = ("fp32", "bf16", "bf16-fused", "bf16-weights")
 REFERENCE_LENGTHS = ("item", "batch")
 
 
@@ -87,7 +90,8 @@ def _model_args(cfg: dict, changes: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float) -> dict:
+def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float,
+                 masters: list | None = None) -> dict:
     """One training step of ``model`` on ``batch``; seconds per phase (data excluded)."""
     bf16 = variant.startswith("bf16")
     context = fused_attention_only() if variant == "bf16-fused" else contextlib.nullcontext()
@@ -100,8 +104,15 @@ def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip
         t_forward = time.perf_counter()
         loss.backward()
     t_backward = time.perf_counter()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if masters is not None:  # bf16-weights: fp32 masters take the step
+        for master, weight in zip(masters, model.parameters()):
+            master.grad = None if weight.grad is None else weight.grad.float()
+    torch.nn.utils.clip_grad_norm_(masters or model.parameters(), grad_clip)
     optimizer.step()
+    if masters is not None:
+        with torch.no_grad():
+            for master, weight in zip(masters, model.parameters()):
+                weight.copy_(master)
     t_opt = time.perf_counter()
     return {"forward": t_forward - tic, "backward": t_backward - t_forward, "optimizer": t_opt - t_backward}
 
@@ -125,23 +136,27 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     for variant in variants:
         torch.manual_seed(0)
         model = build_model(cfg["model"]["name"], **_model_args(cfg, parsed[variant][2])).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
-        runs[variant] = (model, optimizer, {"data": [], "forward": [], "backward": [], "optimizer": []})
+        masters = None
+        if parsed[variant][0] == "bf16-weights":
+            masters = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+            model = model.to(torch.bfloat16)
+        optimizer = torch.optim.AdamW(masters or model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
+        runs[variant] = (model, optimizer, masters, {"data": [], "forward": [], "backward": [], "optimizer": []})
     for step in range(warmup + steps):
         batches, t_data = {}, {}
         for lengths, dataset in datasets.items():
             tic = time.perf_counter()
             batches[lengths] = collate_examples([dataset[step * batch_size + j] for j in range(batch_size)])
             t_data[lengths] = time.perf_counter() - tic
-        for variant, (model, optimizer, phases) in runs.items():
+        for variant, (model, optimizer, masters, phases) in runs.items():
             name, lengths, _ = parsed[variant]
-            times = _phase_times(model, optimizer, loss_fn, batches[lengths], name, grad_clip)
+            times = _phase_times(model, optimizer, loss_fn, batches[lengths], name, grad_clip, masters)
             if step >= warmup:
                 phases["data"].append(t_data[lengths])
                 for name, value in times.items():
                     phases[name].append(value)
     results = {}
-    for variant, (model, _, phases) in runs.items():
+    for variant, (model, _, _, phases) in runs.items():
         out = {name: statistics.median(v) for name, v in phases.items()}
         out["step"] = sum(out.values())
         out["step_without_data"] = out["step"] - out["data"]
