@@ -12,19 +12,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from usef.data.librimix import (
-    LibriMixRow,
-    PathLike,
-    _other_utterance,
-    _resolve,
-    _utterance_pool,
-    enrollment_list_format,
-    make_enrollment_list,
-    metadata_path,
-    read_enrollment_list,
-    read_metadata,
-    write_enrollment_list,
-)
+from usef.data import librimix as meta
+from usef.data.librimix import LibriMixRow, PathLike
 from usef.data.pack import load_audio
 
 logger = logging.getLogger(__name__)
@@ -56,8 +45,8 @@ class Libri2MixTSE(Dataset):
                  seed: int = 0, epoch: int = 0, metadata: PathLike | None = None) -> None:
         self.root = Path(root).resolve()  # relative roots would be applied twice to listed paths
         self.sample_rate = int(sample_rate)
-        csv_path = metadata or metadata_path(root, sample_rate, mode, split, mixture_type)
-        self.rows = read_metadata(csv_path, self.root)
+        csv_path = metadata or meta.metadata_path(root, sample_rate, mode, split, mixture_type)
+        self.rows = meta.read_metadata(csv_path, self.root)
         self.n_src = len(self.rows[0].sources)
         self.speakers = sorted({s for row in self.rows for s in row.speakers})
         self._speaker_index = {s: i for i, s in enumerate(self.speakers)}
@@ -66,7 +55,7 @@ class Libri2MixTSE(Dataset):
                 raise ValueError(f"{name} must be > 0 or None, got {value}")
         self.segment_seconds, self.reference_seconds = segment_seconds, reference_seconds
         self.seed, self.epoch = int(seed), int(epoch)
-        self._pool = _utterance_pool(self.rows)
+        self._pool = meta._utterance_pool(self.rows)
         self.metadata = Path(csv_path)
         self._enrollment: dict[tuple[str, int], Path] | None = None
         self.enrollment_source = "random"
@@ -77,16 +66,16 @@ class Libri2MixTSE(Dataset):
 
     def _load_enrollment(self, path: Path) -> dict[tuple[str, int], Path]:
         if path.exists():
-            self.enrollment_source = enrollment_list_format(path)
-            entries = read_enrollment_list(path, rows=self.rows)
+            self.enrollment_source = meta.enrollment_list_format(path)
+            entries = meta.read_enrollment_list(path, rows=self.rows)
         else:
             self.enrollment_source = "usef"
-            entries = make_enrollment_list(self.rows, self.seed)
+            entries = meta.make_enrollment_list(self.rows, self.seed)
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_enrollment_list(path, entries, self.root)
+            meta.write_enrollment_list(path, entries, self.root)
             logger.info("wrote enrollment list %s (%d entries)", path, len(entries))
         logger.info("enrollment: %s list %s", self.enrollment_source, path)
-        table = {(e.mixture_id, e.target_index): _resolve(e.reference_path, self.root) for e in entries}
+        table = {(e.mixture_id, e.target_index): meta._resolve(e.reference_path, self.root) for e in entries}
         missing = [(r.mixture_id, k) for r in self.rows for k in range(self.n_src) if (r.mixture_id, k) not in table]
         if missing:
             raise ValueError(f"enrollment {path} has no reference for {len(missing)} targets, e.g. {missing[0]}")
@@ -133,7 +122,7 @@ class Libri2MixTSE(Dataset):
         if self._enrollment is not None:
             ref_path = self._enrollment[(row.mixture_id, k)]
         else:
-            ref_path = _other_utterance(self._pool, row.utterances[k], rng)
+            ref_path = meta._other_utterance(self._pool, row.utterances[k], rng)
         sources = [self._load(p, f"source {j + 1}", row) for j, p in enumerate(row.sources)]
         mixture = self._load(row.mixture_path, "mixture", row)
         length = min([len(mixture)] + [len(s) for s in sources])  # guard against off-by-one files
