@@ -3,6 +3,8 @@ asks for, checked from the returned signals, independently of the planner."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -34,7 +36,7 @@ def _plan(**changes) -> MixPlan:
     plan = MixPlan(target=Crop("a", 0, 0, 3 * SR, 1.0), reference=Crop("a", 0, 3 * SR, 5 * SR, 1.0),
                    interferers=(Crop("b", 0, SR, 3 * SR, 1.0, offset=SR),), sir_db=3.0, gain_dbfs=-20.0,
                    reference_gain_dbfs=-30.0, noise=(0, 100, 10.0), rt60=None, reference_rt60=None)
-    return MixPlan(**{**plan.__dict__, **changes})
+    return replace(plan, **changes)
 
 
 def test_crop_audio_places_the_crop_at_its_offset(corpora):

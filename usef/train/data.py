@@ -170,7 +170,7 @@ def build_data(cfg: dict[str, Any], sample_rate: int, rank: int, exp_dir: Path) 
         dev = None
         if held and dev_mix is not None:
             dev_set = DynamicMixDataset(speech.subset(held), noise, dev_mix, dvectors=table)
-            dev = DevBatches(dev_set, range(n_dev), int(dv["batch_size"]))
+            dev = DevBatches(dev_set, range(dev_mix.length), int(dv["batch_size"]))
         return Data(train_set, dev, shuffle=False, rank_in_dataset=True)
     if d["type"] == "libri2mix":
         if d.get("dvectors"):
