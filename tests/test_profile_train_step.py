@@ -11,6 +11,8 @@ import torch
 import yaml
 from conftest import load_tool, speechlike
 
+from usef.train.master_weights import MasterWeights
+
 REPO = Path(__file__).resolve().parents[1]
 profile = load_tool("profile_train_step")
 
@@ -52,11 +54,10 @@ def test_item_and_batch_reference_lengths_run_side_by_side(tmp_path, one_thread)
 
 def test_bf16_weights_step_is_taken_on_fp32_masters():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.PReLU(), torch.nn.Linear(6, 1))
-    masters = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-    model = model.to(torch.bfloat16)
-    before = [m.detach().clone() for m in masters]
-    optimizer = torch.optim.AdamW(masters, lr=1e-2)
+    master = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.PReLU(), torch.nn.Linear(6, 1))
+    before = [p.detach().clone() for p in master.parameters()]
+    optimizer = torch.optim.AdamW(master.parameters(), lr=1e-2)
+    masters = MasterWeights(master)
     batch = {"mixture": torch.randn(4, 6), "target": torch.randn(4, 1)}
 
     class Wrapped(torch.nn.Module):  # the tool calls model(mixture, reference, reference_lengths)
@@ -70,11 +71,11 @@ def test_bf16_weights_step_is_taken_on_fp32_masters():
     def loss_fn(estimate, target, lengths):
         return ((estimate - target) ** 2).mean()
 
-    times = profile._phase_times(Wrapped(model), optimizer, loss_fn, {**batch, "reference": None},
+    times = profile._phase_times(Wrapped(masters.working), optimizer, loss_fn, {**batch, "reference": None},
                                  "bf16-weights", 5.0, masters)
     assert set(times) == {"forward", "backward", "optimizer"}
-    assert all(m.dtype == torch.float32 for m in masters)
-    assert all(not torch.equal(m, b) for m, b in zip(masters, before))  # the masters moved
-    for master, weight in zip(masters, model.parameters()):  # and the bf16 weights follow them
+    assert all(m.dtype == torch.float32 for m in master.parameters())
+    assert all(not torch.equal(m, b) for m, b in zip(master.parameters(), before))  # the masters moved
+    for weight, m in zip(masters.working.parameters(), master.parameters()):  # and the bf16 weights follow
         assert weight.dtype == torch.bfloat16
-        torch.testing.assert_close(weight, master.detach().to(torch.bfloat16), rtol=0, atol=0)
+        torch.testing.assert_close(weight, m.detach().to(torch.bfloat16), rtol=0, atol=0)

@@ -9,9 +9,9 @@ Builds the dataset and model of a training YAML, then times ``--steps`` steps (a
 - forward, loss, backward, clip + AdamW step, for each variant: ``fp32``; ``bf16`` (autocast,
   as the trainer's ``bf16_cpu``); ``bf16-fused`` (the same with torch's fused attention
   kernel forced, i.e. the trainer before :mod:`usef.modules.attention`); ``bf16-weights`` (the
-  same autocast with the model's weights held in bf16 and fp32 master copies for AdamW: gradients
-  copied up, the step taken on the masters, the weights copied down, all inside the optimiser
-  phase; the trainer has no such mode: this measures what it would save).
+  same autocast with the model's weights held in bf16 and fp32 master copies for AdamW, as the
+  trainer's ``train.bf16_weights`` (:class:`usef.train.master_weights.MasterWeights`): gradients
+  copied up, the step taken on the masters, the weights copied down, all inside the optimiser phase).
 
 A variant may end in ``:item`` or ``:batch`` (dynamic mixing only): its batches then draw the
 reference length per example (padded to the longest of the batch, as before 2026-12-05) or once
@@ -57,6 +57,7 @@ from usef.modules.attention import fused_attention_only
 from usef.train import losses
 from usef.train.config import load_config, resolve_config
 from usef.train.data import build_data
+from usef.train.master_weights import MasterWeights
 
 VARIANTS = ("fp32", "bf16", "bf16-fused", "bf16-weights")
 REFERENCE_LENGTHS = ("item", "batch")
@@ -91,8 +92,9 @@ def _model_args(cfg: dict, changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip: float,
-                 masters: list | None = None) -> dict:
-    """One training step of ``model`` on ``batch``; seconds per phase (data excluded)."""
+                 masters: MasterWeights | None = None) -> dict:
+    """One training step of ``model`` on ``batch`` (with ``masters``: of their working copy, the
+    optimiser holding the masters); seconds per phase (data excluded)."""
     bf16 = variant.startswith("bf16")
     context = fused_attention_only() if variant == "bf16-fused" else contextlib.nullcontext()
     tic = time.perf_counter()
@@ -105,14 +107,11 @@ def _phase_times(model, optimizer, loss_fn, batch: dict, variant: str, grad_clip
         loss.backward()
     t_backward = time.perf_counter()
     if masters is not None:  # bf16-weights: fp32 masters take the step
-        for master, weight in zip(masters, model.parameters()):
-            master.grad = None if weight.grad is None else weight.grad.float()
-    torch.nn.utils.clip_grad_norm_(masters or model.parameters(), grad_clip)
+        masters.gradients_to_master()
+    torch.nn.utils.clip_grad_norm_(masters.master.parameters() if masters else model.parameters(), grad_clip)
     optimizer.step()
     if masters is not None:
-        with torch.no_grad():
-            for master, weight in zip(masters, model.parameters()):
-                weight.copy_(master)
+        masters.weights_to_working()
     t_opt = time.perf_counter()
     return {"forward": t_forward - tic, "backward": t_backward - t_forward, "optimizer": t_opt - t_backward}
 
@@ -136,11 +135,11 @@ def _profile(cfg: dict, variants: list[str], steps: int, warmup: int, batch_size
     for variant in variants:
         torch.manual_seed(0)
         model = build_model(cfg["model"]["name"], **_model_args(cfg, parsed[variant][2])).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
         masters = None
         if parsed[variant][0] == "bf16-weights":
-            masters = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
-            model = model.to(torch.bfloat16)
-        optimizer = torch.optim.AdamW(masters or model.parameters(), lr=1e-4, weight_decay=float(t["weight_decay"]))
+            masters = MasterWeights(model)
+            model = masters.working
         runs[variant] = (model, optimizer, masters, {"data": [], "forward": [], "backward": [], "optimizer": []})
     for step in range(warmup + steps):
         batches, t_data = {}, {}

@@ -37,7 +37,6 @@ left is redrawn.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import replace
@@ -63,8 +62,6 @@ from usef.data.splits import (  # re-exported: dev sets of mixes
 
 if TYPE_CHECKING:
     from usef.embeddings.dvector import DVectorTable
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]  # noqa: UP007 (runtime alias: keep Python 3.9)
 _MAX_TRIES = 100
