@@ -70,11 +70,11 @@ def test_gradients_accumulate_on_the_masters():
     assert torch.allclose(net.linear.bias.grad, torch.tensor([2.0]))
 
 
-def test_config_errors(pack):
+def test_config_errors(pack, tmp_path):
     with pytest.raises(ValueError, match="train.bf16_weights must be true or false"):
         resolve_config(_config(pack, bf16_weights="yes"))
     with pytest.raises(ValueError, match="set train.bf16_cpu: true"):
-        train(_config(pack, bf16_weights=True, max_steps=1), "unused_exp_dir_never_written")
+        train(_config(pack, bf16_weights=True, max_steps=1), tmp_path / "exp")
 
 
 @native_bf16
