@@ -267,15 +267,20 @@ def test_resume_after_sigkill_is_bitwise_exact(pack, tmp_path):
 
 
 # --------------------------------------------------------------------------- DDP
-def test_two_process_ddp_ranks_agree(pack, tmp_path):
-    cfg_path = _write(tmp_path / "c.yaml", _config(pack, max_steps=3))
+def train_two_ranks(config: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """Train ``config`` under torchrun with two CPU processes into ``tmp_path / "exp"``; each
+    rank's final parameters."""
+    cfg_path = _write(tmp_path / "c.yaml", config)
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     code, err = _run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             str(worker), str(cfg_path), str(tmp_path / "exp"), "0", str(tmp_path)], timeout=120)
     assert code == 0, err[-3000:]
-    r0 = load_file(str(tmp_path / "rank0.safetensors"))
-    r1 = load_file(str(tmp_path / "rank1.safetensors"))
+    return load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+
+
+def test_two_process_ddp_ranks_agree(pack, tmp_path):
+    r0, r1 = train_two_ranks(_config(pack, max_steps=3), tmp_path)
     assert all(torch.equal(r0[k], r1[k]) for k in r0)
     saved = load_file(str(tmp_path / "exp" / "checkpoints" / "step_3" / "model.safetensors"))
     assert all(torch.equal(r0[k], saved[k]) for k in r0)

@@ -2,57 +2,49 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_train import WORKER, _config, _run_group, _speech_pack, _write
+from tests import test_train
+from tests.test_train import _config, train_two_ranks
 from usef.train import state
 from usef.train.config import resolve_config
 from usef.train.master_weights import MasterWeights
 from usef.train.runtime import cpu_has_native_bf16
 from usef.train.trainer import train
 
+pack = test_train.pack  # the trainer tests' speech pack fixture
 native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="no native bf16 on this CPU: the mode is off")
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    return _speech_pack(tmp_path_factory.mktemp("data") / "speech.npz")
-
-
-class _Net(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(2, 1)
-        self.register_buffer("window", torch.tensor([0.1, 0.2]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+def _net() -> torch.nn.Linear:
+    """A linear map with a float buffer beside its parameters (as the STFT's window)."""
+    net = torch.nn.Linear(2, 1)
+    net.register_buffer("window", torch.tensor([0.1, 0.2]))
+    return net
 
 
 def test_masters_keep_updates_that_bf16_weights_would_round_away():
-    net = _Net()
+    net = _net()
     with torch.no_grad():
-        net.linear.weight.fill_(1.0)
+        net.weight.fill_(1.0)
     masters = MasterWeights(net)
-    assert masters.working.linear.weight.dtype == torch.bfloat16
+    assert masters.working.weight.dtype == torch.bfloat16
     assert masters.working.window.dtype == torch.float32  # buffers are not trained: kept exact
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
     for _ in range(10):
         optimizer.zero_grad(set_to_none=True)
         masters.working(torch.ones(1, 2, dtype=torch.bfloat16)).sum().backward()
         masters.gradients_to_master()
-        assert masters.working.linear.weight.grad is None  # moved, not copied
-        assert net.linear.weight.grad.dtype == torch.float32
+        assert masters.working.weight.grad is None  # moved, not copied
+        assert net.weight.grad.dtype == torch.float32
         optimizer.step()
         masters.weights_to_working()
     # ten steps of 1e-3 below 1.0: each alone is under half a bf16 step (2^-8), so a bf16 weight
     # updated in place would still read 1.0; the master holds 0.99 and the copy its rounding
-    assert torch.allclose(net.linear.weight, torch.full((1, 2), 0.99), atol=1e-6)
-    assert torch.equal(masters.working.linear.weight, net.linear.weight.to(torch.bfloat16))
+    assert torch.allclose(net.weight, torch.full((1, 2), 0.99), atol=1e-6)
+    assert torch.equal(masters.working.weight, net.weight.to(torch.bfloat16))
     bf16_in_place = torch.ones((), dtype=torch.bfloat16)
     for _ in range(10):
         bf16_in_place -= 1e-3
@@ -60,14 +52,14 @@ def test_masters_keep_updates_that_bf16_weights_would_round_away():
 
 
 def test_gradients_accumulate_on_the_masters():
-    net = _Net()
+    net = _net()
     masters = MasterWeights(net)
     x = torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16)
     for _ in range(2):  # two micro-batches
         masters.working(x).sum().backward()
         masters.gradients_to_master()
-    assert torch.allclose(net.linear.weight.grad, torch.tensor([[2.0, 4.0]]))
-    assert torch.allclose(net.linear.bias.grad, torch.tensor([2.0]))
+    assert torch.allclose(net.weight.grad, torch.tensor([[2.0, 4.0]]))
+    assert torch.allclose(net.bias.grad, torch.tensor([2.0]))
 
 
 def test_config_errors(pack, tmp_path):
@@ -110,12 +102,5 @@ def test_resume_is_exact_with_masters(pack, tmp_path, one_thread):
 
 @native_bf16
 def test_two_process_ddp_ranks_agree_with_masters(pack, tmp_path):
-    cfg_path = _write(tmp_path / "c.yaml", _config(pack, max_steps=3, bf16_cpu=True, bf16_weights=True))
-    worker = tmp_path / "worker.py"
-    worker.write_text(WORKER)
-    code, err = _run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            str(worker), str(cfg_path), str(tmp_path / "exp"), "0", str(tmp_path)], timeout=120)
-    assert code == 0, err[-3000:]
-    r0 = load_file(str(tmp_path / "rank0.safetensors"))
-    r1 = load_file(str(tmp_path / "rank1.safetensors"))
+    r0, r1 = train_two_ranks(_config(pack, max_steps=3, bf16_cpu=True, bf16_weights=True), tmp_path)
     assert all(r0[k].dtype == torch.float32 and torch.equal(r0[k], r1[k]) for k in r0)
