@@ -39,7 +39,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # curve hold the average, train_state.pt the raw weights; null: off
     "ema_decay": None, "ema_start_step": 0,
     # with bf16 autocast: run the steps on a bf16 copy of the weights, fp32 masters for the
-    # optimiser, checkpoints and dev (usef.train.master_weights); -7.5 % per CPU step measured
+    # optimiser, checkpoints and dev (usef.train.master_weights); -7 to -11 % per CPU step measured
     "bf16_weights": False,
     # with ema_decay: also score the raw weights at each dev pass (dev_raw_* in log.jsonl)
     "ema_dev_raw": True,

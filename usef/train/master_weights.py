@@ -53,6 +53,6 @@ class MasterWeights:
 
     @torch.no_grad()
     def weights_to_working(self) -> None:
-        """Round the masters into the working copy (after every optimiser step and every load)."""
+        """Round the masters into the working copy (after every optimiser step)."""
         for master, work in self._pairs:
             work.copy_(master)

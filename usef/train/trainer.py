@@ -54,7 +54,6 @@ from usef.train.runtime import (
     forward_batch,
     setup_distributed,
     to_device,
-    unwrap,
 )
 from usef.train.schedule import WarmupDecay, steps_within_budget
 
@@ -98,9 +97,9 @@ def _load_weights(model: torch.nn.Module, directory: Path, strict: bool) -> list
     state = read_weights(directory)  # with the tensors of linked members (usef.checkpoint_io)
     if not strict and (Path(directory) / CONFIG_NAME).is_file():  # e.g. a 16 kHz model from an 8 kHz one: its low bins start from the 8 kHz weights
         args = read_config(directory)["args"]
-        widened = unwrap(model).widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
+        widened = model.widen_state(state, args["sample_rate"], args["n_fft"], args["hop_length"])
         if widened:
-            logger.info("widened %s from %s Hz to %s Hz bins", widened, args["sample_rate"], unwrap(model).sample_rate)
+            logger.info("widened %s from %s Hz to %s Hz bins", widened, args["sample_rate"], model.sample_rate)
     return load_state(model, state, source=str(weights), strict=strict)
 
 
@@ -351,19 +350,18 @@ def _save(exp_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opt
         rngs = [None] * info.world
         dist.all_gather_object(rngs, rng)
     if info.main:
-        net = unwrap(model)
         train_state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "rng": rngs, "world_size": info.world,
                        "data": {"micro_batches": step * int(t["grad_accum"]), "batch_size": int(t["batch_size"])}}
-        meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": net.name}
+        meta = {"step": step, "dev": dev_metrics, "time": time.time(), "model": model.name}
         # a scale-dependent loss trains the output level too: the extractor then keeps it
         extra = {"output_level": "calibrated"} if t["loss"] in losses.LEVEL_TRAINING else None
         if average is not None:
-            train_state["raw_weights"] = {name: tensor.detach().clone() for name, tensor in net.state_dict().items()}
+            train_state["raw_weights"] = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
         def save_model(directory: Path) -> None:
-            with average.swapped_in(net) if average is not None else contextlib.nullcontext():
-                save_pretrained(net, directory, extra)
+            with average.swapped_in(model) if average is not None else contextlib.nullcontext():
+                save_pretrained(model, directory, extra)
 
         path = state.save_checkpoint(exp_dir, step, save_model, train_state, meta)
         score = state.dev_score(meta)
