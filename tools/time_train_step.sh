@@ -19,24 +19,27 @@ COMMON="train.grad_accum=1 data.mix.reference_length_group=batch train.max_steps
  train.fit_schedule_to_minutes=false train.dev_every=0 train.log_every=10 train.save_every=100000 dev.n_items=0"
 ONE="python -m usef.bin.train $CONF --quiet --threads 2"
 TWO="python -m torch.distributed.run --standalone --nproc_per_node=2 -m usef.bin.train $CONF --quiet --threads 1"
+MALLOC="MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824"
+KNOWN=" autocast bf16w bf16w_w0 bf16w_malloc bf16w_active bf16w_tuned ddp_autocast ddp_bf16w ddp_bf16w_w0 "
+run_variant() {  # a variant's name says what it changes: ddp_ prefix, bf16w, then one suffix
+  local v=$1 d=$2 launch=$ONE threads=2 envs="" extra=""
+  case $v in ddp_*) launch=$TWO; threads=1; extra="train.batch_size=$HALF" ;; esac
+  case $v in *bf16w*) extra="$extra train.bf16_weights=true" ;; esac
+  case $v in
+    *_w0) extra="$extra train.num_workers=0" ;;
+    *_malloc) envs=$MALLOC ;;
+    *_active) envs="OMP_WAIT_POLICY=ACTIVE" ;;
+    *_tuned) envs="OMP_WAIT_POLICY=ACTIVE $MALLOC" ;;
+  esac
+  env $envs OMP_NUM_THREADS=$threads $launch --exp-dir "$d" $COMMON $extra
+}
+for v in ${VARIANTS:-autocast bf16w ddp_bf16w ddp_autocast}; do
+  [[ $KNOWN == *" $v "* ]] || { echo "unknown variant $v" >&2; exit 2; }
+done
 for r in $(seq 1 "$ROUNDS"); do
   for v in ${VARIANTS:-autocast bf16w ddp_bf16w ddp_autocast}; do
     d=$OUT/${v}_$r; rm -rf "$d"
-    case $v in
-      autocast) OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON ;;
-      bf16w) OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON train.bf16_weights=true ;;
-      bf16w_malloc) MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=1073741824 \
-        OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON train.bf16_weights=true ;;
-      bf16w_active) OMP_WAIT_POLICY=ACTIVE OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON train.bf16_weights=true ;;
-      bf16w_tuned) OMP_WAIT_POLICY=ACTIVE MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 \
-        MALLOC_TOP_PAD_=1073741824 OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON train.bf16_weights=true ;;
-      bf16w_w0) OMP_NUM_THREADS=2 $ONE --exp-dir "$d" $COMMON train.bf16_weights=true train.num_workers=0 ;;
-      ddp_autocast) OMP_NUM_THREADS=1 $TWO --exp-dir "$d" $COMMON train.batch_size=$HALF ;;
-      ddp_bf16w) OMP_NUM_THREADS=1 $TWO --exp-dir "$d" $COMMON train.batch_size=$HALF train.bf16_weights=true ;;
-      ddp_bf16w_w0) OMP_NUM_THREADS=1 $TWO --exp-dir "$d" $COMMON train.batch_size=$HALF train.bf16_weights=true \
-        train.num_workers=0 ;;
-      *) echo "unknown variant $v" >&2; exit 2 ;;
-    esac
+    run_variant "$v" "$d"
   done
 done
 OUT=$OUT python - <<'PY'
